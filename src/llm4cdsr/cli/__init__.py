@@ -1,0 +1,53 @@
+"""The `llm4cdsr` command. Each subcommand lives in its own module of this package and exposes
+`register(subparsers)`; modules are discovered, so adding a command touches no shared list."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from llm4cdsr import __version__
+from llm4cdsr.cli.common import USER_ERRORS, CliError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm4cdsr",
+        description="LLM-enhanced cross-domain sequential recommendation: prepare, embed, profile, train, evaluate, recommend, report.",
+    )
+    parser.add_argument("--version", action="version", version=f"llm4cdsr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name == "common":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, *USER_ERRORS) as e:
+        print(f"llm4cdsr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llm4cdsr {args.command}: interrupted; finished work is kept, run the command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Arguments every subcommand shares: config files, dotted overrides, the workspace."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from llm4cdsr.config import ConfigError, load_config
+from llm4cdsr.data.dataset import DatasetError
+from llm4cdsr.workspace import ArtifactError
+
+
+class CliError(Exception):
+    """An error to show the user as one clear line (no traceback)."""
+
+
+# Errors whose message already says what is wrong and where; shown without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, ArtifactError, FileNotFoundError)
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
+                        help="YAML config or preset name (repeatable; later files win)")
+    parser.add_argument("--workspace", "-w", metavar="DIR", help="workspace folder (overrides workspace=)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. train.lr=5e-4 model.hidden=64")
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = list(args.overrides)
+    if getattr(args, "workspace", None):
+        overrides.append(f"workspace={args.workspace}")
+    try:
+        return load_config(args.config, overrides)
+    except ConfigError as e:
+        raise CliError(str(e)) from e
