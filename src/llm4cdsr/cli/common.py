@@ -6,6 +6,7 @@ from typing import Any
 
 from llm4cdsr.config import ConfigError, load_config
 from llm4cdsr.data.dataset import DatasetError
+from llm4cdsr.data.errors import DataError
 from llm4cdsr.workspace import ArtifactError
 
 
@@ -14,7 +15,7 @@ class CliError(Exception):
 
 
 # Errors whose message already says what is wrong and where; shown without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, ArtifactError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, DataError, ArtifactError, FileNotFoundError)
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -213,3 +213,155 @@ def format_stats(stats: dict[str, Any]) -> str:
     if stats.get("synthetic"):
         lines.append("NOTE: this is SYNTHETIC data (llm4cdsr synth / built-in demo world), not a real benchmark")
     return "\n".join(lines)
+
+
+# ----- inputs ---------------------------------------------------------------------------------
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv")
+
+
+def _paths(value) -> list[Path]:
+    if value is None or value == "" or value == []:
+        return []
+    return [Path(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def _find_in_folder(folder: Path, stem: str) -> Path | None:
+    for suffix in TABLE_SUFFIXES:
+        if (folder / f"{stem}{suffix}").is_file():
+            return folder / f"{stem}{suffix}"
+    return None
+
+
+def resolve_inputs(data_cfg: dict) -> dict[str, Any]:
+    """Which format and which files the `data` section names (format `auto` resolved)."""
+    fmt = str(data_cfg.get("format", "auto"))
+    interactions, items = _paths(data_cfg.get("interactions")), _paths(data_cfg.get("items"))
+    reviews, meta = _paths(data_cfg.get("reviews")), _paths(data_cfg.get("meta"))
+    known = ("auto", "synthetic", "table", "amazon", "amazon2018", "amazon2023", "recbole")
+    if fmt not in known:
+        raise DataError(f"data.format must be one of {', '.join(known)}, got {fmt!r}")
+
+    marker_dirs: list[Path] = []
+    if len(interactions) == 1 and interactions[0].is_dir():
+        folder = interactions[0]
+        marker_dirs.append(folder)
+        inter_files = sorted(folder.glob("*.inter"))
+        if inter_files and fmt in ("auto", "recbole"):
+            fmt, interactions = "recbole", inter_files
+            items = items or sorted(folder.glob("*.item"))
+        else:
+            found = _find_in_folder(folder, "interactions")
+            if found is None:
+                raise DataError(f"{folder}: no interactions.csv / interactions.parquet (or RecBole .inter files) in this folder")
+            interactions = [found]
+            if not items:
+                found_items = _find_in_folder(folder, "items")
+                if found_items is None:
+                    raise DataError(f"{folder}: no items.csv / items.parquet in this folder")
+                items = [found_items]
+    marker_dirs += [p.parent for p in interactions]
+
+    if fmt == "auto":
+        if reviews:
+            fmt = "amazon"
+        elif interactions:
+            fmt = "recbole" if all(p.suffix == ".inter" for p in interactions) else "table"
+        else:
+            fmt = "synthetic"
+    if fmt.startswith("amazon") and not reviews:
+        raise DataError("data.reviews: the Amazon format needs two review dumps (--reviews A.json.gz B.json.gz)")
+    if fmt in ("table", "recbole") and not interactions:
+        raise DataError(f"data.interactions: format {fmt} needs an interactions file (--interactions FILE)")
+    if fmt == "table":
+        if len(interactions) != 1:
+            raise DataError(f"data.interactions: the table format takes one file, got {len(interactions)}")
+        if len(items) != 1:
+            raise DataError("data.items: the table format needs one items file (--items FILE)")
+    files = interactions + items if fmt in ("table", "recbole") else reviews + meta if fmt.startswith("amazon") else []
+    for p in files:
+        if not p.is_file():
+            raise DataError(f"input file not found: {p}")
+    synthetic = fmt == "synthetic" or any((d / SYNTH_MARKER).is_file() for d in marker_dirs)
+    return {"format": fmt, "interactions": interactions, "items": items, "reviews": reviews, "meta": meta,
+            "files": files, "synthetic": synthetic}
+
+
+def load_raw(data_cfg: dict, inputs: dict | None = None, progress: bool = True) -> RawData:
+    """Read the raw data the `data` section names, in any supported format."""
+    inputs = inputs or resolve_inputs(data_cfg)
+    fmt = inputs["format"]
+    if fmt == "synthetic":
+        from llm4cdsr.data.raw import from_tables
+        from llm4cdsr.data.synth import generate_world, synth_params
+
+        params = synth_params(data_cfg["synth"])
+        interactions, items = generate_world(**params)
+        raw = from_tables(interactions.astype(str), items, None, "synthetic interactions", "synthetic items", "s")
+        raw.source = {"format": "synthetic", "files": [], "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+    elif fmt == "table":
+        raw = read_tables(inputs["interactions"][0], inputs["items"][0], data_cfg["columns"],
+                          data_cfg["csv_sep"], data_cfg["time_unit"])
+    elif fmt == "recbole":
+        from llm4cdsr.data.recbole import read_recbole
+
+        raw = read_recbole(inputs["interactions"], inputs["items"], data_cfg["columns"], data_cfg["time_unit"])
+    else:
+        from llm4cdsr.data.amazon import read_amazon
+
+        version = fmt[len("amazon"):] or "auto"
+        raw = read_amazon(inputs["reviews"], inputs["meta"], version, bool(data_cfg["skip_bad_lines"]), progress)
+    raw.source["synthetic"] = bool(inputs["synthetic"])
+    return raw
+
+
+# ----- staleness --------------------------------------------------------------------------------
+def _fingerprint(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def data_hash(cfg: dict, inputs: dict | None = None) -> str:
+    """Hash of what decides the dataset: the `data` section, the input files (path, size,
+    mtime) and the pipeline and format versions. Stored as meta.json's `config_hash`."""
+    data_cfg = dict(cfg["data"])
+    inputs = inputs or resolve_inputs(data_cfg)
+    if inputs["format"] != "synthetic":
+        data_cfg.pop("synth", None)  # the demo world's knobs do not touch real data
+    return stable_hash({
+        "data": data_cfg,
+        "files": [_fingerprint(p) for p in inputs["files"]],
+        "pipeline_version": PIPELINE_VERSION,
+        "format_version": FORMAT_VERSION,
+    })
+
+
+def is_current(cfg: dict) -> bool:
+    """True when `<workspace>/dataset/` was prepared from exactly these inputs and options."""
+    meta = Workspace(cfg["workspace"]).meta(Workspace(cfg["workspace"]).dataset_dir)
+    if meta is None or meta.get("format_version") != FORMAT_VERSION:
+        return False
+    try:
+        return meta.get("config_hash") == data_hash(cfg)
+    except (DataError, OSError):
+        return False  # inputs gone or unreadable: nothing proves the dataset current
+
+
+def run_prepare(cfg: dict, force: bool = False, progress: bool = True) -> PreparedDataset:
+    """Prepare the dataset into `<workspace>/dataset/`, or load it when it is current."""
+    ws = Workspace(cfg["workspace"])
+    inputs = resolve_inputs(cfg["data"])
+    config_hash = data_hash(cfg, inputs)
+    if not force:
+        meta = ws.meta(ws.dataset_dir)
+        if meta is not None and meta.get("config_hash") == config_hash and meta.get("format_version") == FORMAT_VERSION:
+            try:
+                return PreparedDataset.load(ws.dataset_dir)
+            except DatasetError as e:
+                log.warning("%s; preparing again", e)
+    raw = load_raw(cfg["data"], inputs, progress)
+    ds = build_dataset(raw, cfg["data"])
+    del raw
+    ds.meta["config_hash"] = config_hash
+    ds.meta["data_config"] = cfg["data"]
+    ds.save(ws.dataset_dir, dataset_stats(ds))
+    return ds
