@@ -1,0 +1,184 @@
+"""What every recommender in this package shares: the scoring interface and the id helpers.
+
+Every model scores an item as a dot product between a per-domain user query and a per-domain item
+table, so one interface serves training, evaluation, recommendation and serving:
+
+    states = model.user_states(mixed_seq, user_idx)     # (B, 2, K): one query per domain
+    table = model.item_table(domain)                     # (n_d + 1, K): row = local id, row 0 unused
+    scores = model.score(states, domain)                 # (B, n_d + 1), column 0 = -inf
+    scores = model.score(states, domain, candidates)     # (B, C) for local ids (B, C)
+
+`mixed_seq` is a batch of histories: global item ids, left-padded with 0, at most `max_len` long,
+oldest first (`pad_histories` builds it). Training calls `model(batch)`, which returns a dict with
+the scalar "loss" and detached parts for logging.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEG_INF = float("-inf")
+
+
+class Recommender(nn.Module):
+    """Base class: subclasses define forward (training loss), user_states and item_table."""
+
+    n_items: tuple[int, int]
+    max_len: int
+    # Domains whose targets this model is evaluated on (a single-domain model may cover one).
+    eval_domains: tuple[int, ...] = (0, 1)
+    # Per-user profile vectors are read in training only; set when the model uses them.
+    uses_profiles: bool = False
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def user_states(self, mixed_seq: torch.Tensor, user_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) left-padded global ids -> (B, 2, K) query per domain."""
+        raise NotImplementedError
+
+    def item_table(self, domain: int) -> torch.Tensor:
+        """(n_d + 1, K) item vectors of one domain by local id; row 0 is padding."""
+        raise NotImplementedError
+
+    def score(
+        self,
+        states: torch.Tensor,
+        domain: int,
+        candidates: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scores of local ids `candidates` (B, C), or of every item of `domain` (B, n_d + 1).
+
+        Pass `table` (from `item_table`) to reuse it across batches: evaluation computes it once.
+        """
+        if table is None:
+            table = self.item_table(domain)
+        query = states[:, domain]  # (B, K)
+        if candidates is None:
+            scores = query @ table.T  # (B, n_d + 1)
+            scores[:, 0] = NEG_INF
+            return scores
+        return torch.einsum("bk,bck->bc", query, table[candidates])  # (B, C)
+
+    def score_vectors(
+        self,
+        states: torch.Tensor,
+        domain: int,
+        global_vectors: torch.Tensor,
+        local_vectors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scores of items given by their LLM vectors (inductive: items unseen in training).
+
+        Only models whose item side is computed from LLM vectors support it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} scores items by id only")
+
+    def fit_statistics(self, train_offsets: np.ndarray, train_items: np.ndarray) -> None:
+        """Hook for models built from training counts (popularity); others ignore it."""
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.parameters())
+
+
+# ----- ids and sequences -------------------------------------------------------------------
+
+
+def domain_of(global_ids: torch.Tensor, n_items_a: int) -> torch.Tensor:
+    """0 for domain A, 1 for domain B (padding maps to 0: mask it yourself)."""
+    return (global_ids > n_items_a).long()
+
+
+def to_local(global_ids: torch.Tensor, n_items_a: int) -> torch.Tensor:
+    return torch.where(global_ids > n_items_a, global_ids - n_items_a, global_ids)
+
+
+def domain_global_ids(n_items: tuple[int, int], domain: int, device=None) -> torch.Tensor:
+    """Global ids of one domain's items in local-id order: (n_d,)."""
+    offset = n_items[0] if domain == 1 else 0
+    return torch.arange(offset + 1, offset + n_items[domain] + 1, device=device)
+
+
+def domain_subsequence(mixed_seq: torch.Tensor, n_items_a: int, domain: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The items of one domain, kept in order and left-padded, and where each mixed step lands.
+
+    Returns
+      local_seq (B, W): local ids of the domain's items in `mixed_seq`, left-padded; W >= 1.
+      last_col (B, L): for each mixed step t, the column in `local_seq` of the latest
+        domain item at or before t; -1 where the user has had none of the domain yet.
+    """
+    in_domain = (mixed_seq > 0) & (domain_of(mixed_seq, n_items_a) == domain)  # (B, L)
+    seen = in_domain.long().cumsum(1)  # (B, L): domain items at or before t
+    count = seen[:, -1]  # (B,)
+    width = max(int(count.max()), 1) if count.numel() else 1
+    pad = width - count  # (B,)
+    last_col = torch.where(seen > 0, pad[:, None] + seen - 1, torch.full_like(seen, -1))  # (B, L)
+    local_seq = mixed_seq.new_zeros(mixed_seq.shape[0], width)
+    rows = torch.arange(mixed_seq.shape[0], device=mixed_seq.device)[:, None].expand_as(mixed_seq)  # (B, L)
+    local_seq[rows[in_domain], last_col[in_domain]] = to_local(mixed_seq[in_domain], n_items_a)
+    return local_seq, last_col
+
+
+def gather_steps(states: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """states (B, W, H) at columns cols (B, L), zero where cols < 0 -> (B, L, H)."""
+    index = cols.clamp(min=0)[..., None].expand(-1, -1, states.shape[-1])  # (B, L, H)
+    picked = states.gather(1, index)  # (B, L, H)
+    return picked * (cols >= 0)[..., None]
+
+
+def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
+    """Left-pad histories of global ids (oldest first) to one (B, L) tensor, keeping the last max_len."""
+    kept = [np.asarray(h, dtype=np.int64)[-max_len:] for h in histories]
+    width = max((len(h) for h in kept), default=1) or 1
+    out = np.zeros((len(kept), width), dtype=np.int64)
+    for row, h in enumerate(kept):  # one row per user, not per position
+        if len(h):
+            out[row, width - len(h):] = h
+    return torch.from_numpy(out)
+
+
+# ----- losses ------------------------------------------------------------------------------
+
+
+def domain_balanced_bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each (positive, negative) pair: mean over A pairs + mean over B pairs.
+
+    A domain without pairs in the batch contributes nothing (a mean over nothing would be NaN).
+    """
+    pair_loss = F.softplus(-pos_logits) + F.softplus(neg_logits)  # (P,) = BCE(pos, 1) + BCE(neg, 0)
+    loss = pair_loss.new_zeros(())
+    for d in (0, 1):
+        in_d = target_domain == d
+        if bool(in_d.any()):
+            loss = loss + pair_loss[in_d].mean()
+    return loss
+
+
+def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
+    """Contrastive loss with soft targets (METHOD.md), between matched rows of x and y (N, H).
+
+    logits = x y^T / tau; targets = softmax(((x x^T + y y^T) / 2) * tau); cross-entropy of the
+    rows and of the columns, averaged. Soft targets keep items that are alike close instead of
+    pushing every non-matching pair apart.
+    """
+    logits = x @ y.T / tau  # (N, N)
+    targets = torch.softmax((x @ x.T + y @ y.T) / 2 * tau, dim=-1)  # (N, N)
+    rows = -(targets * F.log_softmax(logits, dim=-1)).sum(-1)  # (N,)
+    cols = -(targets.T * F.log_softmax(logits.T, dim=-1)).sum(-1)  # (N,)
+    return ((rows + cols) / 2).mean()
+
+
+def xavier_init_(module: nn.Module, skip: Sequence[nn.Parameter] = ()) -> None:
+    """Xavier-normal init of every matrix parameter, as SASRec and the authors' code do.
+
+    Vectors (biases, LayerNorm) keep PyTorch's defaults; `skip` holds pretrained tables.
+    """
+    skip_ids = {id(p) for p in skip}
+    for p in module.parameters():
+        if p.dim() >= 2 and id(p) not in skip_ids:
+            nn.init.xavier_normal_(p)

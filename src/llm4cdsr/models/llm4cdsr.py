@@ -1,0 +1,253 @@
+"""LLM4CDSR (Liu et al., SIGIR 2025): a global SASRec over the mixed history on LLM item vectors,
+plus one SASRec per domain over that domain's items, with two contrastive regularisers.
+
+Reads top-down: config, adapter, global item vectors, domain branch, the model.
+
+Score of local item i of domain d for a user:
+    s(i) = <h_global, adapter(e_i)> + <h_d, E_d[i]>
+h_global: last state of the global encoder; h_d: last state of domain d's encoder (0 when the user
+has no item of d yet). Training is sequence-to-sequence: every step t of the mixed history predicts
+the next item; its logit adds the global state at t and domain d's state at the latest d item at
+or before t (d = the target's domain). The same module, with switches, is the mixed-sequence SASRec
+baseline (ID or LLM item vectors, no domain branches) and every ablation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from llm4cdsr.models.base import (
+    Recommender,
+    domain_balanced_bce,
+    domain_global_ids,
+    domain_of,
+    domain_subsequence,
+    gather_steps,
+    soft_contrastive_loss,
+    to_local,
+    xavier_init_,
+)
+from llm4cdsr.models.sasrec import EncoderConfig, SASRecEncoder
+
+
+@dataclass
+class LLM4CDSRConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    global_item: str = "llm"  # "llm": adapted frozen LLM vectors; "id": a learned table (ablation)
+    local_branches: bool = True  # False: global branch only (the mixed-sequence SASRec baselines)
+    local_init: str = "pca"  # "pca": local LLM PCA vectors; "random" (ablation)
+    freeze_local: bool = True  # the authors' code freezes PCA-initialised local tables
+    alpha: float = 0.1  # weight of the item regularisation
+    beta: float = 1.0  # weight of the user-profile guidance
+    tau: float = 1.0  # temperature of the user-profile guidance
+    tau_reg: float = 1.0  # temperature of the item regularisation
+
+
+class Adapter(nn.Sequential):
+    """Linear d -> d/2 -> H with no activation between, as the authors built it."""
+
+    def __init__(self, d_in: int, hidden: int):
+        super().__init__(nn.Linear(d_in, d_in // 2), nn.Linear(d_in // 2, hidden))
+
+
+class GlobalItems(nn.Module):
+    """Item vectors of the global branch, for inputs and for candidates alike (B, ..., H).
+
+    "llm": frozen LLM vectors (a buffer, saved with the weights so a run is self-contained) through
+    the trainable adapter; "id": a learned table.
+    """
+
+    def __init__(self, kind: str, n_total: int, hidden: int, vectors: torch.Tensor | None, vector_dim: int | None):
+        super().__init__()
+        self.kind = kind
+        if kind == "llm":
+            if vectors is None:
+                if vector_dim is None:
+                    raise ValueError("global_item 'llm' needs the global LLM item vectors")
+                vectors = torch.zeros(n_total + 1, vector_dim)  # filled by load_state_dict
+            if vectors.shape[0] != n_total + 1:
+                raise ValueError(f"global LLM vectors have {vectors.shape[0]} rows, expected {n_total + 1} (N + 1)")
+            self.register_buffer("llm_vectors", vectors.float().clone())
+            self.adapter = Adapter(vectors.shape[1], hidden)
+            # The authors scale the encoder input by sqrt(width of the LLM table), not sqrt(H).
+            self.scale = math.sqrt(vectors.shape[1])
+        elif kind == "id":
+            self.table = nn.Embedding(n_total + 1, hidden)
+            self.scale = math.sqrt(hidden)
+        else:
+            raise ValueError(f"global_item must be 'llm' or 'id', got {kind!r}")
+
+    def forward(self, global_ids: torch.Tensor) -> torch.Tensor:
+        if self.kind == "llm":
+            return self.adapter(self.llm_vectors[global_ids])
+        return self.table(global_ids)
+
+
+class DomainBranch(nn.Module):
+    """A SASRec over one domain's subsequence, with its own item table (local ids) and positions."""
+
+    def __init__(self, cfg: EncoderConfig, n_items: int, init_vectors: torch.Tensor | None = None, freeze: bool = False):
+        super().__init__()
+        self.items = nn.Embedding(n_items + 1, cfg.hidden)
+        self.pretrained = init_vectors is not None
+        if init_vectors is not None:
+            if tuple(init_vectors.shape) != (n_items + 1, cfg.hidden):
+                raise ValueError(
+                    f"local vectors have shape {tuple(init_vectors.shape)}, expected {(n_items + 1, cfg.hidden)} "
+                    "(n_d + 1, model.hidden): the local PCA width must equal model.hidden"
+                )
+            with torch.no_grad():
+                self.items.weight.copy_(init_vectors)
+        self.items.weight.requires_grad_(not (self.pretrained and freeze))
+        self.encoder = SASRecEncoder(cfg)
+
+    def forward(self, local_seq: torch.Tensor) -> torch.Tensor:
+        """(B, W) left-padded local ids -> (B, W, H) states."""
+        return self.encoder(self.items(local_seq), local_seq > 0)
+
+
+class LLM4CDSR(Recommender):
+    def __init__(
+        self,
+        cfg: LLM4CDSRConfig,
+        n_items: tuple[int, int],
+        global_vectors: np.ndarray | torch.Tensor | None = None,
+        local_vectors: tuple | None = None,
+        profile_vectors: np.ndarray | torch.Tensor | None = None,
+        placeholder_dims: dict | None = None,
+    ):
+        """`placeholder_dims` ({"global_dim", "profile_dim"}) builds a shell whose weights will be
+        loaded: absent vectors become zero placeholders of those widths instead of an error."""
+        super().__init__()
+        loading = placeholder_dims is not None
+        dims = placeholder_dims or {}
+        self.cfg = cfg
+        self.n_items = (int(n_items[0]), int(n_items[1]))
+        self.max_len = cfg.encoder.max_len
+        hidden = cfg.encoder.hidden
+        n_total = sum(self.n_items)
+        self.global_items = GlobalItems(cfg.global_item, n_total, hidden, _tensor(global_vectors), dims.get("global_dim"))
+        self.global_encoder = SASRecEncoder(cfg.encoder)
+
+        self.local = nn.ModuleList()
+        if cfg.local_branches:
+            if cfg.local_init not in ("pca", "random"):
+                raise ValueError(f"local_init must be 'pca' or 'random', got {cfg.local_init!r}")
+            for d in (0, 1):
+                init = None
+                if cfg.local_init == "pca":
+                    if local_vectors is not None:
+                        init = _tensor(local_vectors[d])
+                    elif loading:
+                        init = torch.zeros(self.n_items[d] + 1, hidden)
+                    else:
+                        raise ValueError("local_init 'pca' needs the local PCA item vectors")
+                # A random table is always learned (freeze_local applies to PCA tables only).
+                self.local.append(DomainBranch(cfg.encoder, self.n_items[d], init, freeze=cfg.freeze_local))
+
+        self.uses_profiles = cfg.beta > 0
+        if self.uses_profiles:
+            profiles = _tensor(profile_vectors)
+            profile_dim = profiles.shape[1] if profiles is not None else dims.get("profile_dim")
+            if profile_dim is None:
+                raise ValueError("beta > 0 needs user profile vectors (or set beta = 0)")
+            # Profiles are read in training only, so they are not saved with the weights.
+            self.register_buffer("profiles", profiles.float().clone() if profiles is not None else torch.zeros(0, profile_dim), persistent=False)
+            self.profile_adapter = Adapter(profile_dim, hidden)
+
+        pretrained = [b.items.weight for b in self.local if b.pretrained]
+        xavier_init_(self, skip=pretrained)
+
+    # ----- training ------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pos_logits, neg_logits, target_domain, h_global = self.step_logits(batch["mixed_seq"], batch["targets"], batch["negatives"])
+        rec = domain_balanced_bce(pos_logits, neg_logits, target_domain)
+        loss = rec
+        out = {"rec": rec.detach()}
+        if self.cfg.alpha > 0:
+            reg = self.item_regularisation(batch["reg_items"])
+            if reg is not None:  # no user of the batch has both domains: skip (the authors get NaN)
+                loss = loss + self.cfg.alpha * reg
+                out["reg"] = reg.detach()
+        if self.uses_profiles:
+            profile = self.profile_adapter(self.profiles[batch["user_idx"]])  # (B, H)
+            guide = soft_contrastive_loss(profile, h_global[:, -1], self.cfg.tau)
+            loss = loss + self.cfg.beta * guide
+            out["user"] = guide.detach()
+        out["loss"] = loss
+        return out
+
+    def step_logits(self, mixed_seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor):
+        """Logits of every step's positive and negative (P,), their domain (P,), global states (B, L, H).
+
+        P = the steps that have a target (targets > 0), in row-major order.
+        """
+        h_global = self.global_encoder(self.global_items(mixed_seq), mixed_seq > 0, self.global_items.scale)  # (B, L, H)
+        has_target = targets > 0  # (B, L)
+        h = h_global[has_target]  # (P, H)
+        pos, neg = targets[has_target], negatives[has_target]  # (P,)
+        target_domain = domain_of(pos, self.n_items[0])  # (P,)
+        pos_logits = (h * self.global_items(pos)).sum(-1)  # (P,)
+        neg_logits = (h * self.global_items(neg)).sum(-1)  # (P,)
+        for d, branch in enumerate(self.local):
+            local_seq, last_col = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W), (B, L)
+            h_local = gather_steps(branch(local_seq), last_col)[has_target]  # (P, H), 0 before any d item
+            in_d = target_domain == d  # (P,)
+            pos_local = torch.where(in_d, to_local(pos, self.n_items[0]), 0)  # (P,)
+            neg_local = torch.where(in_d, to_local(neg, self.n_items[0]), 0)  # (P,)
+            pos_logits = pos_logits + (h_local * branch.items(pos_local)).sum(-1) * in_d
+            neg_logits = neg_logits + (h_local * branch.items(neg_local)).sum(-1) * in_d
+        return pos_logits, neg_logits, target_domain, h_global
+
+    def item_regularisation(self, reg_items: torch.Tensor) -> torch.Tensor | None:
+        """Soft contrastive loss between one A item and one B item of each user with both domains."""
+        both = (reg_items[:, 0] > 0) & (reg_items[:, 1] > 0)  # (B,)
+        if not bool(both.any()):
+            return None
+        x = self.global_items(reg_items[both, 0])  # (N, H)
+        y = self.global_items(reg_items[both, 1])  # (N, H)
+        return soft_contrastive_loss(x, y, self.cfg.tau_reg)
+
+    # ----- scoring -------------------------------------------------------------------------
+    def user_states(self, mixed_seq: torch.Tensor, user_idx: torch.Tensor | None = None) -> torch.Tensor:
+        h_global = self.global_encoder(self.global_items(mixed_seq), mixed_seq > 0, self.global_items.scale)[:, -1]  # (B, H)
+        if not len(self.local):
+            return torch.stack([h_global, h_global], dim=1)  # (B, 2, H)
+        queries = []
+        for d, branch in enumerate(self.local):
+            local_seq, _ = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W)
+            h_local = branch(local_seq)[:, -1]  # (B, H), 0 for a user without d items
+            queries.append(torch.cat([h_global, h_local], dim=-1))  # (B, 2H)
+        return torch.stack(queries, dim=1)  # (B, 2, 2H)
+
+    def item_table(self, domain: int) -> torch.Tensor:
+        ids = domain_global_ids(self.n_items, domain, device=self._device())  # (n_d,)
+        table = self.global_items(ids)  # (n_d, H)
+        if len(self.local):
+            table = torch.cat([table, self.local[domain].items.weight[1:]], dim=-1)  # (n_d, 2H)
+        return torch.cat([table.new_zeros(1, table.shape[1]), table])  # (n_d + 1, K)
+
+    def score_vectors(self, states, domain, global_vectors, local_vectors=None):
+        """<h_global, adapter(v)> (+ <h_d, local vector> when given: with frozen PCA local tables,
+        an unseen item's local PCA projection is exactly what its table row would be)."""
+        if self.global_items.kind != "llm":
+            raise NotImplementedError("this model's global branch uses ID embeddings; it cannot score new items")
+        hidden = self.cfg.encoder.hidden
+        query = states[:, domain]  # (B, K)
+        scores = query[:, :hidden] @ self.global_items.adapter(global_vectors.float()).T  # (B, C)
+        if local_vectors is not None and len(self.local):
+            scores = scores + query[:, hidden:] @ local_vectors.float().T
+        return scores
+
+    def _device(self) -> torch.device:
+        return self.global_encoder.pos_emb.weight.device
+
+
+def _tensor(x) -> torch.Tensor | None:
+    if x is None:
+        return None
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, dtype=np.float32))

@@ -1,0 +1,121 @@
+"""The SASRec encoder (Kang & McAuley, ICDM 2018), the sequence encoder of every LLM4CDSR branch.
+
+Reads top-down, small parts first: config, self-attention, feed-forward, block, encoder.
+
+Input is a batch of item vectors (B, L, H) and a mask of real steps, LEFT-padded (the newest item
+is always the last column). Two choices keep results independent of how much padding a batch has,
+so that a batch padded to its own longest history and one padded to max_len give the same output:
+  - positions count from the first real item (0, 1, 2, ...), not from the left edge of the array;
+  - a query attends to real keys only (plus itself, so that a padding row is never fully masked
+    and never produces NaN; padding outputs are zeroed anyway).
+`causal: false` drops the causal mask, reproducing the authors' code, in which every training step
+sees the items after it (its own target included). Comparison only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EncoderConfig:
+    hidden: int = 128  # H
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.5
+    max_len: int = 50
+    causal: bool = True
+
+
+def attention_mask(real: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(B, L) real-step mask -> (B, 1, L, L) boolean mask, True where query i may attend to key j."""
+    length = real.shape[1]
+    allowed = real[:, None, :].expand(-1, length, -1)  # (B, L, L): real keys only
+    if causal:
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
+    allowed = allowed | torch.eye(length, dtype=torch.bool, device=real.device)  # never an empty row
+    return allowed[:, None]  # (B, 1, L, L)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.hidden % cfg.heads:
+            raise ValueError(f"hidden {cfg.hidden} is not divisible by heads {cfg.heads}")
+        self.heads = cfg.heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = self.qkv(x).split(hidden, dim=2)  # 3 x (B, L, H)
+        q = q.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, L, hd)
+        k = k.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, L, hd)
+        v = v.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, L, hd)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, L, hd)
+        y = y.transpose(1, 2).reshape(batch, length, hidden)  # (B, L, H)
+        return self.resid_dropout(self.proj(y))
+
+
+class FeedForward(nn.Module):
+    """SASRec's point-wise feed-forward: two H x H layers applied to each step alone."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.hidden, cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(self.dropout(F.relu(self.fc(x)))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block (as nanoGPT); eps 1e-8 as SASRec."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(cfg.hidden, eps=1e-8)
+        self.attn = SelfAttention(cfg)
+        self.ln_ffn = nn.LayerNorm(cfg.hidden, eps=1e-8)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x), mask)
+        return x + self.ffn(self.ln_ffn(x))
+
+
+class SASRecEncoder(nn.Module):
+    """Item vectors of a left-padded sequence -> one state per step (B, L, H); padding steps are 0."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.blocks)])
+        self.ln_final = nn.LayerNorm(cfg.hidden, eps=1e-8)
+
+    def forward(self, item_vectors: torch.Tensor, real: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """item_vectors (B, L, H), real (B, L) bool. `scale` multiplies the item vectors
+        (default sqrt(H)); the authors scale by the width of the table the vectors come from."""
+        batch, length, hidden = item_vectors.shape
+        if length > self.cfg.max_len:
+            raise ValueError(f"sequence of {length} steps exceeds max_len {self.cfg.max_len}; truncate it first")
+        first_real = length - real.sum(1)  # (B,): left padding
+        positions = (torch.arange(length, device=real.device)[None, :] - first_real[:, None]).clamp(min=0)  # (B, L)
+        keep = real[..., None].to(item_vectors.dtype)  # (B, L, 1)
+        x = item_vectors * (math.sqrt(hidden) if scale is None else scale) + self.pos_emb(positions)
+        x = self.emb_dropout(x) * keep
+        mask = attention_mask(real, self.cfg.causal)
+        for block in self.blocks:
+            x = block(x, mask) * keep
+        return self.ln_final(x) * keep
