@@ -261,6 +261,10 @@ def resolve_inputs(data_cfg: dict) -> dict[str, Any]:
                 items = [found_items]
     marker_dirs += [p.parent for p in interactions]
 
+    if items and not interactions:
+        raise DataError("data.items is set but data.interactions is not: the table and RecBole formats need an interactions file (--interactions FILE)")
+    if meta and not reviews:
+        raise DataError("data.meta is set but data.reviews is not: the Amazon format needs two review dumps (--reviews A B)")
     if fmt == "auto":
         if reviews:
             fmt = "amazon"
