@@ -233,3 +233,17 @@ def test_synth_marker_and_builtin_default(tmp_path):
     builtin = load_config([], [f"workspace={tmp_path / 'ws2'}", "data.synth.users=50", "data.synth.items_a=20", "data.synth.items_b=30"])
     ds = run_prepare(builtin)
     assert ds.meta["synthetic"] is True and ds.n_users == 50 and ds.meta["source"]["format"] == "synthetic"
+
+
+def test_format_and_files_must_agree(tmp_path):
+    from llm4cdsr.data.prepare import resolve_inputs
+
+    ip, tp = write(tmp_path, BASIC)
+    data = load_config()["data"]
+    with pytest.raises(DataError, match="format is synthetic but input files are named"):
+        resolve_inputs({**data, "format": "synthetic", "interactions": str(ip)})
+    with pytest.raises(DataError, match="needs one items file"):
+        resolve_inputs({**data, "interactions": str(ip)})
+    with pytest.raises(DataError, match="data.format must be one of"):
+        resolve_inputs({**data, "format": "csv"})
+    assert resolve_inputs({**data, "interactions": str(ip), "items": str(tp)})["format"] == "table"

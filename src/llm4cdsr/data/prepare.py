@@ -265,6 +265,8 @@ def resolve_inputs(data_cfg: dict) -> dict[str, Any]:
         raise DataError("data.items is set but data.interactions is not: the table and RecBole formats need an interactions file (--interactions FILE)")
     if meta and not reviews:
         raise DataError("data.meta is set but data.reviews is not: the Amazon format needs two review dumps (--reviews A B)")
+    if fmt == "synthetic" and (interactions or reviews):
+        raise DataError("data.format is synthetic but input files are named (data.interactions / data.reviews); drop one or the other")
     if fmt == "auto":
         if reviews:
             fmt = "amazon"
