@@ -93,6 +93,6 @@ def test_random_dataset_matches_pandas_reference():
     ref = ref[ref.groupby("user_id")["item_id"].transform("size") >= 3]
     lookup = ds.item_lookup()
     assert list(ds.user_ids) == sorted(ref["user_id"].unique())
-    for u, (uid, group) in enumerate(ref.groupby("user_id", sort=True)):
+    for u, (_, group) in enumerate(ref.groupby("user_id", sort=True)):
         assert ds.sequence(u).tolist() == [lookup[i] for i in group["item_id"]]
         assert ds.seq_times[ds.seq_offsets[u]:ds.seq_offsets[u + 1]].tolist() == group["timestamp"].tolist()

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm4cdsr.data.synth import generate_world, synth_dataset, write_world
+from llm4cdsr.data.synth import generate_world, write_world
 
 
 def test_same_seed_same_world_other_seed_other_world():

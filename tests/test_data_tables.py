@@ -1,7 +1,6 @@
 """Generic table import and the prepare pipeline: ids, order, filters, errors, staleness, atomicity."""
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 

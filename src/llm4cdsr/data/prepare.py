@@ -26,8 +26,8 @@ from llm4cdsr.config import load_config
 from llm4cdsr.data import filters
 from llm4cdsr.data.dataset import FORMAT_VERSION, DatasetError, PreparedDataset, compute_stats
 from llm4cdsr.data.errors import DataError
-from llm4cdsr.data.raw import RawData, listing, read_tables
-from llm4cdsr.io import read_json, stable_hash
+from llm4cdsr.data.raw import RawData, from_tables, listing, read_tables
+from llm4cdsr.io import stable_hash
 from llm4cdsr.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset
     """Apply the filters of the `data` config section to raw data and assign ids (in memory)."""
     cfg = default_data_config()
     cfg.update(data_cfg or {})
+    if cfg["repeats"] not in filters.REPEAT_POLICIES:
+        raise DataError(f"data.repeats must be one of {', '.join(filters.REPEAT_POLICIES)}, got {cfg['repeats']!r}")
     domains, item_domain = _domain_codes(raw, cfg.get("domain_map") or {}, list(cfg.get("domains") or []))
 
     # One stable sort up front (user by raw id, then time, ties by input row order); every
@@ -110,8 +112,6 @@ def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset
 
     if cfg["repeats"] != "keep_all":
         apply(filters.repeats(users[keep], items[keep], cfg["repeats"]), f"repeats {cfg['repeats']}")
-    else:
-        filters.repeats(users[:0], items[:0], cfg["repeats"])  # validates the option
     if cfg["min_user"] > 0 or cfg["min_item"] > 0:
         apply(filters.kcore(users[keep], items[keep], cfg["min_user"], cfg["min_item"]),
               f"k-core users>={cfg['min_user']} items>={cfg['min_item']}")
@@ -181,8 +181,6 @@ def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset
 def prepare_tables(interactions: pd.DataFrame, items: pd.DataFrame, data_cfg: dict | None = None,
                    synthetic: bool = False) -> PreparedDataset:
     """Generic-table frames -> PreparedDataset, in memory (for tests and notebooks)."""
-    from llm4cdsr.data.raw import from_tables
-
     cfg = default_data_config()
     cfg.update(data_cfg or {})
     frames = [df.astype(object).where(df.notna(), "").astype(str) for df in (interactions, items)]
@@ -297,7 +295,6 @@ def load_raw(data_cfg: dict, inputs: dict | None = None, progress: bool = True) 
     inputs = inputs or resolve_inputs(data_cfg)
     fmt = inputs["format"]
     if fmt == "synthetic":
-        from llm4cdsr.data.raw import from_tables
         from llm4cdsr.data.synth import generate_world, synth_params
 
         params = synth_params(data_cfg["synth"])

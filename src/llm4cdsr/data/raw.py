@@ -44,11 +44,15 @@ def listing(values, total: int | None = None) -> str:
     return shown + (f" and {total - SHOW} more" if total > SHOW else "")
 
 
-def _row_name(path: str, is_csv: bool, rows: np.ndarray) -> str:
-    # CSV: line 1 is the header, so data row i sits on line i + 2 (quoted newlines aside).
+def _rows(is_csv: bool, rows: np.ndarray) -> str:
+    """'line 3, 7' for CSV (line 1 is the header; quoted newlines aside), 'row 1, 5' for Parquet."""
     if is_csv:
-        return f"{path}: line " + listing((int(r) + 2 for r in rows), len(rows))
-    return f"{path}: row " + listing((int(r) for r in rows), len(rows))
+        return "line " + listing((int(r) + 2 for r in rows), len(rows))
+    return "row " + listing((int(r) for r in rows), len(rows))
+
+
+def _row_name(path: str, is_csv: bool, rows: np.ndarray) -> str:
+    return f"{path}: {_rows(is_csv, rows)}"
 
 
 def read_table(path: str | Path, sep: str = ",", what: str = "table") -> pd.DataFrame:
@@ -159,7 +163,7 @@ def from_tables(
         ids = pd.unique(inter_items.iloc[unknown])
         raise DataError(
             f"{interactions_path}: {unknown.size} interaction(s) name an item with no row in {items_path}: "
-            f"{listing(ids)} (first at {_row_name(interactions_path, i_csv, unknown[:1]).split(': ', 1)[1]})"
+            f"{listing(ids)} (first at {_rows(i_csv, unknown[:1])})"
         )
     inter_domains = interactions[c["domain"]].str.strip().to_numpy(dtype=object)
     mismatch = np.flatnonzero(inter_domains != table["domain"].to_numpy()[item_codes])

@@ -146,7 +146,7 @@ def export_recbole(ds: PreparedDataset, out: str | Path, name: str = "cdsr") -> 
     written = [out / f"{name}.inter", out / f"{name}.item"]
     _write_atomic(written[0], inter, inter_types)
     _write_atomic(written[1], items, item_types)
-    for d, dom in enumerate(ds.domains):
+    for dom in ds.domains:
         sub = out / f"{name}_{dom}"
         sub.mkdir(exist_ok=True)
         paths = [sub / f"{name}_{dom}.inter", sub / f"{name}_{dom}.item"]

@@ -17,12 +17,15 @@ Everything is a pure function of the arguments (numpy Generator seeded once).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from llm4cdsr.io import write_json
+
+if TYPE_CHECKING:
+    from llm4cdsr.data.dataset import PreparedDataset
 
 # Per taste: its display name and its word pool. Pools do not share words, so title overlap
 # between two items says they share a taste.
@@ -100,7 +103,7 @@ def generate_world(
     taste_of: list[np.ndarray] = []  # per domain: taste of each local item (0-based index)
     popularity: list[np.ndarray] = []  # per domain: sampling weight of each item
     chains: list[list[np.ndarray]] = []  # per domain, per taste: items in "sequel" order
-    for d, (name, n) in enumerate(zip(domains, n_items)):
+    for name, n in zip(domains, n_items):
         tastes = rng.permutation(np.arange(n) % n_tastes)  # every taste gets items
         nouns = DOMAIN_NOUNS.get(name, GENERIC_NOUNS)
         for local in range(n):
@@ -183,7 +186,7 @@ def generate_world(
     return interactions, items
 
 
-def synth_dataset(seed: int = 0, **kw: Any):
+def synth_dataset(seed: int = 0, **kw: Any) -> PreparedDataset:
     """Generate a small world and prepare it in memory through the real prepare pipeline.
 
     Defaults are sized for tests (300 users, 120 + 180 items, well under a second); any
