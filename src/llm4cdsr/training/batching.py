@@ -1,0 +1,148 @@
+"""Training batches built straight from the CSR history arrays, vectorised (no loop over positions).
+
+Cost follows real history lengths: users are bucketed by length (shuffle, cut into pools of
+`bucket_pool` batches, sort each pool by length, cut into batches, shuffle the batches) and each
+batch is padded to its own longest history, not to max_len.
+
+A batch (dict of tensors) for users u_1..u_B, their training history truncated to the newest
+max_len + 1 items, left-padded to width L:
+    mixed_seq  (B, L)  input items (global ids); step t predicts targets[:, t]
+    targets    (B, L)  the next item (0 where there is none)
+    negatives  (B, L)  one item of the target's domain the user never had in training (0 where no target)
+    reg_items  (B, 2)  one A item and one B item of the user's window (0 where the user lacks that domain)
+    user_idx   (B,)    user indices (for profiles)
+Every random choice of epoch e, batch b comes from a generator seeded by (seed, e, b): a resumed
+run draws exactly what an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def left_pad(offsets: np.ndarray, items: np.ndarray, users: np.ndarray, max_len: int, width: int | None = None) -> np.ndarray:
+    """The newest max_len items of each user's history, left-padded: (B, W) int64.
+
+    W = the longest kept history in the batch (at least 1) unless `width` is given.
+    """
+    starts, ends = offsets[users], offsets[users + 1]
+    kept = np.minimum(ends - starts, max_len)  # (B,)
+    if width is None:
+        width = max(int(kept.max()) if len(kept) else 0, 1)
+    col = np.arange(width)[None, :]  # (1, W)
+    index = ends[:, None] - width + col  # (B, W): position in `items` of each column
+    real = col >= width - kept[:, None]  # (B, W)
+    return np.where(real, items[np.clip(index, 0, max(len(items) - 1, 0))], 0).astype(np.int64)
+
+
+class MembershipIndex:
+    """Is item i in user u's history? Sorted (u, i) keys, looked up with searchsorted."""
+
+    def __init__(self, offsets: np.ndarray, items: np.ndarray, n_total_items: int):
+        self.stride = np.int64(n_total_items + 1)
+        users = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+        self.keys = np.sort(users * self.stride + items.astype(np.int64))
+
+    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        query = users.astype(np.int64) * self.stride + items.astype(np.int64)
+        pos = np.searchsorted(self.keys, query)
+        return self.keys[np.minimum(pos, len(self.keys) - 1)] == query if len(self.keys) else np.zeros(query.shape, bool)
+
+
+def sample_negatives(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    domains: np.ndarray,
+    n_items: tuple[int, int],
+    exclude: MembershipIndex,
+    max_rounds: int = 100,
+) -> np.ndarray:
+    """One global id per entry, uniform over local ids 1..n_d INCLUSIVE of its domain, never in the
+    user's history. Vectorised rejection sampling: only rejected entries are redrawn."""
+    n_dom = np.where(domains == 1, n_items[1], n_items[0])
+    offset = np.where(domains == 1, n_items[0], 0)
+    out = offset + rng.integers(1, n_dom + 1)
+    todo = np.flatnonzero(exclude.contains(users, out))
+    for _ in range(max_rounds):
+        if not len(todo):
+            break
+        out[todo] = offset[todo] + rng.integers(1, n_dom[todo] + 1)
+        todo = todo[exclude.contains(users[todo], out[todo])]
+    # A user who had (nearly) every item of a domain keeps a few history items as negatives.
+    return out
+
+
+class TrainBatches:
+    """Epoch plans and batch tensors for sequence-to-sequence training."""
+
+    def __init__(
+        self,
+        offsets: np.ndarray,
+        items: np.ndarray,
+        n_items: tuple[int, int],
+        max_len: int,
+        batch_size: int,
+        seed: int,
+        bucket_pool: int = 64,
+        dynamic_padding: bool = True,
+    ):
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.items = np.asarray(items, dtype=np.int64)
+        self.n_items = (int(n_items[0]), int(n_items[1]))
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bucket_pool = max(int(bucket_pool), 1)
+        self.dynamic_padding = dynamic_padding
+        lengths = np.diff(self.offsets)
+        # A history of one item has no (input, next item) pair.
+        self.users = np.flatnonzero(lengths >= 2)
+        self.lengths = np.minimum(lengths, max_len + 1)
+        self.membership = MembershipIndex(self.offsets, self.items, sum(self.n_items))
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """The batches (arrays of user indices) of one epoch, bucketed by length, in shuffled order."""
+        rng = np.random.default_rng([self.seed, epoch, 0])
+        users = rng.permutation(self.users)
+        pool = self.batch_size * self.bucket_pool
+        batches: list[np.ndarray] = []
+        for start in range(0, len(users), pool):
+            chunk = users[start : start + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        order = rng.permutation(len(batches))
+        return [batches[i] for i in order]
+
+    def build(self, users: np.ndarray, epoch: int, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, epoch, 1, index])
+        width = None if self.dynamic_padding else self.max_len + 1
+        window = left_pad(self.offsets, self.items, users, self.max_len + 1, width)  # (B, L + 1)
+        mixed_seq, targets = window[:, :-1], window[:, 1:]  # (B, L), (B, L)
+        has_target = (targets > 0) & (mixed_seq > 0)  # (B, L)
+        targets = np.where(has_target, targets, 0)
+        mixed_seq = np.ascontiguousarray(mixed_seq)
+
+        rows, cols = np.nonzero(has_target)
+        negatives = np.zeros_like(targets)
+        negatives[rows, cols] = sample_negatives(
+            rng, users[rows], (targets[rows, cols] > self.n_items[0]).astype(np.int64), self.n_items, self.membership
+        )
+
+        # One random A item and one random B item of the window per user (argmax of random keys).
+        keys = rng.random(window.shape)  # (B, L + 1)
+        is_b = window > self.n_items[0]  # (B, L + 1)
+        reg_items = np.zeros((len(users), 2), dtype=np.int64)
+        for d, in_d in enumerate(((window > 0) & ~is_b, is_b)):
+            pick = np.where(in_d, keys, -1.0).argmax(1)  # (B,)
+            reg_items[:, d] = np.where(in_d.any(1), window[np.arange(len(users)), pick], 0)
+
+        return {
+            "mixed_seq": torch.from_numpy(mixed_seq),
+            "targets": torch.from_numpy(targets),
+            "negatives": torch.from_numpy(negatives),
+            "reg_items": torch.from_numpy(reg_items),
+            "user_idx": torch.from_numpy(users.astype(np.int64)),
+        }

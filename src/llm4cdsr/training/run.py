@@ -1,0 +1,278 @@
+"""One training run, start to finish: the entry point of `llm4cdsr train`, the API and experiments.
+
+    results = train_run(cfg, run_dir, dataset, split=None, item_vectors=None, profiles=None, resume=False)
+    model, cfg, dataset_info = load_run(run_dir)
+
+The run folder:
+    config.yaml         resolved config, written before training starts
+    command.txt         the command line
+    dataset_info.json   domains, item counts, vector widths (what load_run needs to rebuild the model)
+    train.log           the log
+    metrics.jsonl       one line per epoch: train loss (and parts), valid metrics, times
+    model.safetensors   best-on-validation weights
+    checkpoint.pt       the last epoch's resumable state (torch.load(..., weights_only=True))
+    results.json        valid and test metrics, both modes, overall / per domain / by group; best_epoch
+    ranks.parquet       per-user test ranks (both modes) with the group attributes, for significance tests
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from safetensors.torch import load_file
+
+from llm4cdsr.config import dump_config
+from llm4cdsr.data.dataset import PreparedDataset, Split
+from llm4cdsr.io import read_json, write_json
+from llm4cdsr.models import build_model
+from llm4cdsr.models import _build as _build_model
+from llm4cdsr.models.base import Recommender
+from llm4cdsr.training.batching import TrainBatches
+from llm4cdsr.training.candidates import dataset_fingerprint, load_or_draw
+from llm4cdsr.training.evaluate import MODES, eval_inputs, rank_targets, summarize, user_frame
+from llm4cdsr.training.metrics import metrics_from_ranks, parse_metric
+from llm4cdsr.training.trainer import BEST_WEIGHTS, CHECKPOINT, Trainer, TrainerConfig, atomic_write_text, save_weights
+from llm4cdsr.workspace import Workspace
+
+log = logging.getLogger("llm4cdsr.training")
+
+# Keys a resumed run may change: extending or shortening the schedule changes nothing already done.
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "progress"), ("train", "num_threads")}
+
+
+class RunError(RuntimeError):
+    """The run folder is in a state that forbids the request (exists, differs, unfinished)."""
+
+
+def train_run(
+    cfg: dict,
+    run_dir: Path,
+    dataset: PreparedDataset,
+    split: Split | None = None,
+    item_vectors=None,
+    profiles: np.ndarray | None = None,
+    resume: bool = False,
+) -> dict:
+    """Train (unless the model has nothing to train), select the best epoch on validation, evaluate
+    on test in both modes, and write the run folder. Returns the results dict (results.json)."""
+    run_dir = Path(run_dir)
+    created_group = _init_distributed(cfg)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    device = resolve_device(cfg.get("device", "auto"))
+    _set_threads(cfg["train"]["num_threads"], device)
+    split = split if split is not None else dataset.split()
+    handler = None
+    try:
+        if rank == 0:
+            _prepare_folder(run_dir, cfg, resume)
+            handler = _attach_log(run_dir / "train.log")
+        if dist.is_initialized():
+            dist.barrier()
+        if resume and (run_dir / "results.json").is_file():
+            log.info("%s is finished; returning its results", run_dir)
+            return read_json(run_dir / "results.json")
+        results = _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, resume, device, rank)
+        if dist.is_initialized():
+            dist.barrier()
+        return results
+    finally:
+        if handler is not None:
+            logging.getLogger("llm4cdsr").removeHandler(handler)
+            handler.close()
+        if created_group:
+            dist.destroy_process_group()
+
+
+def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, resume, device, rank) -> dict:
+    model_cfg, train_cfg, eval_cfg = cfg["model"], cfg["train"], cfg["eval"]
+    info = dataset_info(dataset, item_vectors, profiles)
+    if rank == 0:
+        write_json(run_dir / "dataset_info.json", info)
+    torch.manual_seed(cfg["seed"])  # the same initial weights on every process
+    model = build_model(model_cfg, info, item_vectors, profiles)
+    model.fit_statistics(split.train_offsets, split.train_items)
+    model.to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("model %s: %s parameters, %s trainable; device %s", model_cfg["name"], f"{n_params:,}", f"{n_trainable:,}", device)
+
+    # Rank 0 draws (or reads) the candidates first; the others then read the saved files.
+    ws = Workspace(cfg["workspace"])
+    cands = load_or_draw(ws.candidates_dir, dataset, split, eval_cfg["num_negatives"], eval_cfg["candidate_seed"]) if rank == 0 else None
+    if dist.is_initialized():
+        dist.barrier()
+        if rank != 0:
+            cands = load_or_draw(ws.candidates_dir, dataset, split, eval_cfg["num_negatives"], eval_cfg["candidate_seed"])
+
+    valid_inputs = eval_inputs(split, "valid")
+    score_key = train_cfg["valid_metric"]
+    _, k = parse_metric(score_key)
+    if train_cfg["valid_mode"] not in MODES:
+        raise ValueError(f"train.valid_mode must be one of {MODES}, got {train_cfg['valid_mode']!r}")
+
+    def validate(module: Recommender) -> dict[str, float]:
+        ranks = rank_targets(module, valid_inputs, dataset.n_items, cands["valid"], (train_cfg["valid_mode"],),
+                             eval_cfg["batch_size"], device)[train_cfg["valid_mode"]]
+        return metrics_from_ranks(ranks, sorted(set(eval_cfg["ks"]) | {k}))
+
+    started = time.perf_counter()
+    state: dict[str, Any] = {"best_epoch": 0, "epoch": 0, "history": []}
+    if model.trainable:
+        batches = TrainBatches(split.train_offsets, split.train_items, dataset.n_items, model.max_len,
+                               train_cfg["batch_size"], cfg["seed"], train_cfg["bucket_pool"], train_cfg["dynamic_padding"])
+        trainer = Trainer(model, batches, validate, TrainerConfig.from_section(train_cfg, score_key), run_dir, device, cfg["seed"])
+        state = trainer.fit(resume)
+        if state["best_epoch"] == 0:
+            raise RunError(f"{run_dir}: no epoch was trained (train.epochs = {train_cfg['epochs']})")
+        model.load_state_dict(load_file(str(run_dir / BEST_WEIGHTS), device=str(device)))
+    elif rank == 0:
+        save_weights(model, run_dir / BEST_WEIGHTS)
+    train_s = time.perf_counter() - started
+
+    if rank != 0:
+        return {}
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "model": model_cfg["name"], "run": run_dir.name, "seed": cfg["seed"],
+        "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
+        "stopped_early": bool(state.get("stopped", False)),
+        "parameters": {"total": n_params, "trainable": n_trainable},
+        "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": dataset_fingerprint(dataset)},
+    }
+    counts = np.bincount(split.train_items.astype(np.int64), minlength=dataset.n_items_total + 1)
+    frames = {}
+    for stage in ("valid", "test"):
+        inputs = eval_inputs(split, stage)
+        ranks = rank_targets(model, inputs, dataset.n_items, cands[stage], MODES, eval_cfg["batch_size"], device)
+        frames[stage] = user_frame(dataset, split, inputs.targets, ranks, counts)
+        results[stage] = {
+            mode: summarize(frames[stage], mode, dataset.domains, eval_cfg["ks"], eval_cfg["length_buckets"], eval_cfg["popularity_buckets"])
+            for mode in MODES
+        }
+    history = state["history"]
+    results["time"] = {
+        "total_train_s": round(train_s, 2),
+        "train_s_per_epoch": round(float(np.mean([r["train_s"] for r in history])), 3) if history else 0.0,
+        "valid_s_per_epoch": round(float(np.mean([r["valid_s"] for r in history])), 3) if history else 0.0,
+        "final_eval_s": round(time.perf_counter() - started, 2),
+    }
+    frames["test"].to_parquet(run_dir / "ranks.parquet", index=False)
+    write_json(run_dir / "results.json", results)
+    log.info("test %s", _headline(results, dataset.domains))
+    return results
+
+
+def _headline(results: dict, domains) -> str:
+    parts = []
+    for mode in MODES:
+        block = results["test"][mode]
+        cells = [f"overall {block['overall']['hit@10']:.4f}/{block['overall']['ndcg@10']:.4f}"]
+        cells += [f"{d} {block[d]['hit@10']:.4f}/{block[d]['ndcg@10']:.4f}" for d in domains if d in block]
+        parts.append(f"{mode} hit@10/ndcg@10: " + ", ".join(cells))
+    return f"(best epoch {results['best_epoch']}) " + " | ".join(parts)
+
+
+def load_run(run_dir: Path) -> tuple[Recommender, dict, dict]:
+    """The best weights of a run, ready to score (eval mode, CPU): (model, cfg, dataset_info)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / BEST_WEIGHTS).is_file():
+        raise RunError(f"{run_dir}: no {BEST_WEIGHTS}; the run has not finished an epoch")
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    info = read_json(run_dir / "dataset_info.json")
+    model = _build_model(cfg["model"], info, None, None, loading=True)
+    model.load_state_dict(load_file(str(run_dir / BEST_WEIGHTS)))
+    model.eval()
+    return model, cfg, info
+
+
+def dataset_info(dataset: PreparedDataset, item_vectors=None, profiles: np.ndarray | None = None) -> dict:
+    info: dict[str, Any] = {
+        "domains": list(dataset.domains),
+        "n_items": [int(n) for n in dataset.n_items],
+        "n_users": int(dataset.n_users),
+        "fingerprint": dataset_fingerprint(dataset),
+    }
+    if item_vectors is not None:
+        info["global_dim"] = int(item_vectors.global_pca.shape[1])
+    if profiles is not None:
+        info["profile_dim"] = int(profiles.shape[1])
+    return info
+
+
+# ----- run folder --------------------------------------------------------------------------
+
+
+def _prepare_folder(run_dir: Path, cfg: dict, resume: bool) -> None:
+    started = (run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file()
+    if started and not resume:
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    if resume and saved.is_file():
+        before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        changed = [k for k in _diff(before, cfg) if k[:2] not in RESUMABLE_CHANGES]
+        if changed:
+            raise RunError(f"{run_dir}: --resume with a different config ({', '.join('.'.join(k) for k in changed)})")
+    atomic_write_text(saved, dump_config(cfg))
+    atomic_write_text(run_dir / "command.txt", shlex.join(sys.argv) + "\n")
+
+
+def _diff(a: Any, b: Any, prefix: tuple = ()) -> list[tuple]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[tuple] = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), prefix + (key,))
+        return out
+    return [] if a == b else [prefix]
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger("llm4cdsr")
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+# ----- devices and processes ---------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: cuda if available (cuda:LOCAL_RANK under torchrun), else cpu."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def _init_distributed(cfg: dict) -> bool:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); True if this call made it."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+        return False
+    device = resolve_device(cfg.get("device", "auto"))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=60))
+    return True
+
+
+def _set_threads(num_threads: int, device: torch.device) -> None:
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    elif device.type == "cpu" and dist.is_initialized():
+        # Processes on one machine would otherwise each take every core.
+        torch.set_num_threads(max((os.cpu_count() or 1) // dist.get_world_size(), 1))
