@@ -1,0 +1,163 @@
+"""One on-disk cache for every embedding and chat call (SQLite, WAL mode).
+
+Keys are SHA-256 digests of (namespace, text): the namespace holds the backend, model and every
+parameter that changes the answer, so a different model or prompt setting can never be served
+an old answer. Values carry a CRC-32 (and embeddings a dimension) that is checked on every read:
+an entry that fails the check is treated as missing and redone. WAL mode lets several processes
+read and write at once; writes go in batches so a stage commits its progress as results arrive
+without paying one transaction per row. Nothing but text and float32 bytes is stored (no pickle,
+no API keys: a key is never part of a namespace).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# SQLite's default limit on bound parameters is 999 on old builds; stay under it.
+_CHUNK = 900
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER NOT NULL, crc INTEGER NOT NULL, vec BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chats (key BLOB PRIMARY KEY, crc INTEGER NOT NULL, text TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+class CacheError(RuntimeError):
+    """The cache file cannot be used (not a database, unwritable)."""
+
+
+def namespace(**parts: Any) -> bytes:
+    """Canonical bytes for a namespace (order of keys does not matter)."""
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def make_key(ns: bytes, text: str) -> bytes:
+    h = hashlib.sha256(ns)
+    h.update(b"\x00")
+    h.update(text.encode("utf-8"))
+    return h.digest()
+
+
+def make_keys(ns: bytes, texts: Iterable[str]) -> list[bytes]:
+    prefix = hashlib.sha256(ns)
+    prefix.update(b"\x00")
+    keys = []
+    for t in texts:
+        h = prefix.copy()
+        h.update(t.encode("utf-8"))
+        keys.append(h.digest())
+    return keys
+
+
+class Cache:
+    """Thread-safe handle on the cache file; one per process is enough."""
+
+    def __init__(self, path: str | Path, timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.corrupt_entries = 0
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=timeout_s, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL keeps the database consistent after a crash; at worst the last
+            # commits before a power cut are lost, which only means redoing those calls.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise CacheError(f"cache {self.path}: cannot open ({e}); move the file aside to start a new cache") from e
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- embeddings -------------------------------------------------------------------
+    def get_vectors(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """Vectors found for `keys` (entries that fail their check are left out)."""
+        found: dict[bytes, np.ndarray] = {}
+        bad = 0
+        with self._lock:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                rows = self._db.execute(
+                    f"SELECT key, dim, crc, vec FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                for key, dim, crc, blob in rows:
+                    if len(blob) != 4 * dim or zlib.crc32(blob) != crc:
+                        bad += 1
+                        continue
+                    found[key] = np.frombuffer(blob, dtype="<f4")
+            self.corrupt_entries += bad
+        if bad:
+            log.warning("cache %s: %d corrupt embedding entries will be redone", self.path, bad)
+        return found
+
+    def put_vectors(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Store rows of `vectors` under `keys`, in one transaction."""
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        rows = []
+        for key, vec in zip(keys, vectors):
+            blob = vec.tobytes()
+            rows.append((key, vec.shape[0], zlib.crc32(blob), blob))
+        self._write("INSERT OR REPLACE INTO embeddings (key, dim, crc, vec) VALUES (?, ?, ?, ?)", rows)
+
+    # ----- chats ------------------------------------------------------------------------
+    def get_texts(self, keys: Sequence[bytes]) -> dict[bytes, str]:
+        found: dict[bytes, str] = {}
+        bad = 0
+        with self._lock:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                rows = self._db.execute(
+                    f"SELECT key, crc, text FROM chats WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                for key, crc, text in rows:
+                    if zlib.crc32(text.encode("utf-8")) != crc:
+                        bad += 1
+                        continue
+                    found[key] = text
+            self.corrupt_entries += bad
+        if bad:
+            log.warning("cache %s: %d corrupt chat entries will be redone", self.path, bad)
+        return found
+
+    def put_texts(self, items: Sequence[tuple[bytes, str]]) -> None:
+        rows = [(k, zlib.crc32(t.encode("utf-8")), t) for k, t in items]
+        self._write("INSERT OR REPLACE INTO chats (key, crc, text) VALUES (?, ?, ?)", rows)
+
+    # ----- shared -----------------------------------------------------------------------
+    def _write(self, sql: str, rows: list) -> None:
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise CacheError(f"cache {self.path}: write failed ({e})") from e
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "embeddings": self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0],
+                "chats": self._db.execute("SELECT COUNT(*) FROM chats").fetchone()[0],
+            }

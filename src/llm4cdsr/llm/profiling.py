@@ -1,0 +1,217 @@
+"""Hierarchical user profiling (METHOD.md, "Hierarchical LLM profiling").
+
+1. k-means (seeded) on the item embeddings: every item gets a cluster.
+2. Each user's TRAINING history (never the validation or test target) is split by cluster; for
+   each non-empty cluster the analyzer is asked about its 15 most recent titles.
+3. The summarizer merges the cluster-level statements into one profile.
+4. The stage embeds the profile text with the item embedder.
+
+Every reply is checked (empty, over length, refusal, garbage). A bad reply is asked once more
+with a note; a second bad reply is replaced by the extractive template text, and each case is
+counted. The `template` backend calls no LLM at all: per cluster "Interested in: " + its most
+recent titles (+ frequent title words), the reference profiles of METHOD.md.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from llm4cdsr.llm.chat import CachedChat, ChatRequest
+from llm4cdsr.llm.texts import clean_value
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]+")
+_REFUSAL = re.compile(
+    r"^\W*(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can not|i'?m unable|i am unable|i'?m not able|"
+    r"as an ai|as a language model|i do not have|i don'?t have (enough|access))",
+    re.IGNORECASE,
+)
+# Words too common in product titles to describe anyone's taste.
+_TITLE_NOISE = frozenset("pack count ounce ounces oz lb lbs inch inches size set piece pieces item new".split())
+
+
+# ----- clusters ---------------------------------------------------------------------------
+def cluster_items(item_vectors: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """Cluster id per global item id; item_vectors is (N, D) for ids 1..N; row 0 of the result is -1."""
+    k = min(n_clusters, len(item_vectors))
+    km = KMeans(n_clusters=k, random_state=seed, n_init=3)
+    labels = km.fit_predict(item_vectors.astype(np.float32))
+    return np.concatenate([[-1], labels]).astype(np.int32)
+
+
+@dataclass
+class UserClusters:
+    """A user's training items grouped by cluster, in cluster-id order, each chronological."""
+
+    clusters: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (cluster id, global ids)
+
+
+def split_by_cluster(history: np.ndarray, labels: np.ndarray) -> UserClusters:
+    user_labels = labels[history]
+    out = UserClusters()
+    for c in np.unique(user_labels):
+        out.clusters.append((int(c), history[user_labels == c]))
+    return out
+
+
+# ----- reply checks -----------------------------------------------------------------------
+def check_reply(text: str, max_words: int, slack: float) -> str | None:
+    """None if the reply is usable, else the reason: empty | too_long | refusal | garbage."""
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    words = stripped.split()
+    if len(words) > max_words * slack:
+        return "too_long"
+    if _REFUSAL.search(stripped):
+        return "refusal"
+    letters = sum(ch.isalpha() for ch in stripped)
+    real_words = _WORD.findall(stripped)
+    if letters < 0.6 * len(stripped.replace(" ", "")) or len(real_words) < 3:
+        return "garbage"
+    # A model stuck in a loop repeats one token over and over.
+    most = Counter(w.lower() for w in words).most_common(1)[0][1]
+    if len(words) >= 8 and most > 0.4 * len(words):
+        return "garbage"
+    return None
+
+
+# ----- texts ------------------------------------------------------------------------------
+def recent_titles(ids: np.ndarray, titles: np.ndarray, max_titles: int, max_chars: int) -> list[str]:
+    """The cluster's most recent titles, oldest first (the order the user met them)."""
+    return [clean_value(titles[i], max_chars) for i in ids[-max_titles:]]
+
+
+def frequent_keywords(ids: np.ndarray, titles: np.ndarray, n: int) -> list[str]:
+    """Words seen in at least two of these titles, most frequent first (ties: first seen)."""
+    if n <= 0 or len(ids) < 2:
+        return []
+    counts: Counter = Counter()
+    for i in ids:
+        words = {w.lower() for w in _WORD.findall(str(titles[i]))}
+        counts.update(w for w in words if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in _TITLE_NOISE)
+    return [w for w, c in counts.most_common(n) if c >= 2]
+
+
+def template_cluster_text(ids: np.ndarray, titles: np.ndarray, prof: dict) -> str:
+    text = "Interested in: " + "; ".join(recent_titles(ids, titles, prof["max_titles"], prof["max_title_chars"])) + "."
+    keywords = frequent_keywords(ids, titles, prof["template_keywords"])
+    if keywords:
+        text += " Frequent words: " + ", ".join(keywords) + "."
+    return text
+
+
+def template_profile(uc: UserClusters, titles: np.ndarray, prof: dict) -> str:
+    return " ".join(template_cluster_text(ids, titles, prof) for _, ids in uc.clusters)
+
+
+# ----- LLM profiling ----------------------------------------------------------------------
+def analyzer_request(ids: np.ndarray, titles: np.ndarray, prof: dict, retry: bool = False) -> ChatRequest:
+    listed = "\n".join(f"- {t}" for t in recent_titles(ids, titles, prof["max_titles"], prof["max_title_chars"]))
+    user = prof["analyzer_prompt"].format(titles=listed, max_words=prof["analyzer_words"])
+    if retry:
+        user += "\n" + prof["retry_note"].format(max_words=prof["analyzer_words"])
+    return ChatRequest((("system", prof["analyzer_system"]), ("user", user)), _max_tokens(prof["analyzer_words"], prof))
+
+
+def summarizer_request(statements: list[str], prof: dict, retry: bool = False) -> ChatRequest:
+    listed = "\n".join(f"{i + 1}. {s}" for i, s in enumerate(statements))
+    user = prof["summarizer_prompt"].format(interests=listed, max_words=prof["summarizer_words"])
+    if retry:
+        user += "\n" + prof["retry_note"].format(max_words=prof["summarizer_words"])
+    return ChatRequest((("system", prof["summarizer_system"]), ("user", user)), _max_tokens(prof["summarizer_words"], prof))
+
+
+def _max_tokens(words: int, prof: dict) -> int:
+    # About 1.4 tokens per English word; the room above the slack lets an over-long reply show
+    # as over length instead of being silently cut to size.
+    return int(words * prof["length_slack"] * 1.4) + 16
+
+
+@dataclass
+class CallStats:
+    requests: int = 0
+    ok_first: int = 0
+    ok_retry: int = 0
+    fallback: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"requests": self.requests, "ok_first_try": self.ok_first, "ok_after_retry": self.ok_retry,
+                "fallback": self.fallback, "bad_reply_reasons": dict(sorted(self.reasons.items()))}
+
+
+def checked_round(chat: CachedChat, requests: list[ChatRequest], retries: list[ChatRequest], fallbacks: list[str],
+                  max_words: int, prof: dict, stats: CallStats, desc: str) -> tuple[list[str], list[bool]]:
+    """Ask, check, ask the bad ones once more, fall back for the still-bad ones.
+
+    Returns each answer and whether it came from the LLM. `retries[i]` is the request to send
+    when the answer to `requests[i]` is bad; `fallbacks[i]` is used when that one is bad too.
+    """
+    slack = prof["length_slack"]
+    replies = chat.complete(requests, desc=desc)
+    stats.requests += len(requests)
+    answers = list(replies)
+    from_llm = [True] * len(requests)
+    bad = []
+    for i, text in enumerate(replies):
+        reason = check_reply(text, max_words, slack)
+        if reason is None:
+            stats.ok_first += 1
+            answers[i] = text.strip()
+        else:
+            stats.reasons[reason] += 1
+            bad.append(i)
+    if bad:
+        second = chat.complete([retries[i] for i in bad], desc=f"{desc} (retry)")
+        stats.requests += len(bad)
+        for i, text in zip(bad, second):
+            reason = check_reply(text, max_words, slack)
+            if reason is None:
+                stats.ok_retry += 1
+                answers[i] = text.strip()
+            else:
+                stats.reasons[reason] += 1
+                stats.fallback += 1
+                answers[i] = fallbacks[i]
+                from_llm[i] = False
+    return answers, from_llm
+
+
+def llm_profiles(user_clusters: list[UserClusters], titles: np.ndarray, chat: CachedChat, prof: dict
+                 ) -> tuple[list[str], list[str], dict]:
+    """Profile texts, their sources ("llm" | "fallback"), and report figures."""
+    # Round 1: one analyzer call per (user, non-empty cluster).
+    flat: list[tuple[int, np.ndarray]] = [(u, ids) for u, uc in enumerate(user_clusters) for _, ids in uc.clusters]
+    first = [analyzer_request(ids, titles, prof) for _, ids in flat]
+    again = [analyzer_request(ids, titles, prof, retry=True) for _, ids in flat]
+    fallback = [template_cluster_text(ids, titles, prof) for _, ids in flat]
+    analyzer = CallStats()
+    statements, _ = checked_round(chat, first, again, fallback, prof["analyzer_words"], prof, analyzer, "analyzer")
+    per_user: list[list[str]] = [[] for _ in user_clusters]
+    for (u, _), s in zip(flat, statements):
+        per_user[u].append(s)
+
+    # Round 2: one summarizer call per user with any history.
+    users = [u for u, s in enumerate(per_user) if s]
+    first = [summarizer_request(per_user[u], prof) for u in users]
+    again = [summarizer_request(per_user[u], prof, retry=True) for u in users]
+    # The fallback keeps what the analyzer said (LLM or template) rather than discarding it.
+    fallback = [" ".join(per_user[u]) for u in users]
+    summarizer = CallStats()
+    summaries, from_llm = checked_round(chat, first, again, fallback, prof["summarizer_words"], prof, summarizer,
+                                        "summarizer")
+    texts = [""] * len(user_clusters)
+    sources = ["fallback"] * len(user_clusters)
+    for u, text, ok in zip(users, summaries, from_llm):
+        texts[u] = text
+        sources[u] = "llm" if ok else "fallback"
+    report = {"analyzer": analyzer.as_dict(), "summarizer": summarizer.as_dict()}
+    return texts, sources, report

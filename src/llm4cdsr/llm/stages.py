@@ -1,0 +1,323 @@
+"""The `embed` and `profile` stages: re-runnable, resumable, and honest about their inputs.
+
+Each stage's meta.json records the models, a hash of the config keys that change its output,
+and a fingerprint of the dataset (profiles also record the embeddings they were built on). A stage
+whose recorded inputs match is skipped; one whose inputs changed is rebuilt whole, in a temporary
+folder that replaces the old one in a single rename, so old and new are never mixed. The model
+calls themselves go through the cache as they finish: an interrupted stage, run again, asks the
+model only for what it had not yet received.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import save_file
+
+from llm4cdsr import __version__
+from llm4cdsr.data.dataset import PreparedDataset
+from llm4cdsr.io import atomic_dir, read_json, save_npy, stable_hash, write_json
+from llm4cdsr.llm.cache import Cache, make_keys, namespace
+from llm4cdsr.llm.chat import CachedChat, chat_identity, make_chat_backend
+from llm4cdsr.llm.embedders import CachedEmbedder, make_raw_embedder
+from llm4cdsr.llm.pca import pca_tables
+from llm4cdsr.llm.profiling import (
+    UserClusters,
+    analyzer_request,
+    cluster_items,
+    llm_profiles,
+    split_by_cluster,
+    template_profile,
+)
+from llm4cdsr.llm.texts import item_texts
+from llm4cdsr.workspace import ArtifactError, Workspace
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_embed", "run_profile", "embed_is_current", "profile_is_current", "make_embedder", "item_texts",
+           "profile_dir", "dry_run_profile", "embed_config_hash", "profile_config_hash"]
+
+# Keys that change how a stage runs but not what it makes: left out of the config hash.
+_EMBED_RUNTIME_KEYS = {"base_url", "api_key_env", "batch_size", "concurrency", "timeout_s", "max_retries", "backoff_s",
+                       "backoff_max_s"}
+_PROFILE_RUNTIME_KEYS = {"base_url", "api_key_env", "concurrency", "local_batch_size", "timeout_s", "max_retries",
+                         "backoff_s", "backoff_max_s"}
+# With the template backend no chat setting matters; a changed prompt must not rebuild it.
+_PROFILE_LLM_KEYS = {"chat_model", "temperature", "analyzer_words", "summarizer_words", "length_slack",
+                     "analyzer_system", "analyzer_prompt", "summarizer_system", "summarizer_prompt", "retry_note"}
+
+
+# ----- fingerprints -----------------------------------------------------------------------
+def dataset_fingerprint(dataset_dir: Path) -> str:
+    """SHA-256 over the dataset files that decide texts, ids and histories."""
+    h = hashlib.sha256()
+    for name in ("meta.json", "items.parquet", "seq_offsets.npy", "seq_items.npy"):
+        path = Path(dataset_dir) / name
+        if not path.is_file():
+            raise ArtifactError(f"{dataset_dir}: missing {name}; run `llm4cdsr prepare` first")
+        h.update(name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def embed_config_hash(cfg: dict) -> str:
+    emb = {k: v for k, v in cfg["embed"].items() if k not in _EMBED_RUNTIME_KEYS}
+    return stable_hash({"embed": emb, "seed": cfg["seed"]})
+
+
+def profile_config_hash(cfg: dict) -> str:
+    prof = {k: v for k, v in cfg["profile"].items() if k not in _PROFILE_RUNTIME_KEYS}
+    if prof["backend"] == "template":
+        prof = {k: v for k, v in prof.items() if k not in _PROFILE_LLM_KEYS}
+    return stable_hash({"profile": prof, "seed": cfg["seed"]})
+
+
+def profile_dir(cfg: dict) -> Path:
+    return Path(cfg["workspace"]) / cfg["profile"]["output"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----- embeddings -------------------------------------------------------------------------
+def make_embedder(cfg: dict, stage: str = "embed", progress: bool = True) -> CachedEmbedder:
+    """The configured embedder behind the workspace cache. `.embed(texts)` -> (n, D) float32.
+
+    For texts outside the stages too (`recommend`: unseen items, profile display). Close it with
+    `.cache.close()` or use it in a `with` block on `.cache`.
+    """
+    cache = Cache(Workspace(cfg["workspace"]).cache_path)
+    return CachedEmbedder(make_raw_embedder(cfg, stage), cache, stage, progress)
+
+
+def embed_is_current(cfg: dict) -> bool:
+    ws = Workspace(cfg["workspace"])
+    meta = ws.meta(ws.embed_dir)
+    if not meta or not all((ws.embed_dir / f).is_file() for f in ("items.npy", "pca.safetensors", "texts.parquet")):
+        return False
+    return (meta.get("config_hash") == embed_config_hash(cfg)
+            and meta.get("dataset_fingerprint") == dataset_fingerprint(ws.dataset_dir))
+
+
+def run_embed(cfg: dict, force: bool = False) -> dict:
+    """Embed every item, fit the PCA views, write `<workspace>/embeddings/`. Returns its meta."""
+    ws = Workspace(cfg["workspace"])
+    if not force and embed_is_current(cfg):
+        log.info("embed: %s is current (config %s); nothing to do", ws.embed_dir, embed_config_hash(cfg))
+        return read_json(ws.embed_dir / "meta.json")
+    t0 = time.perf_counter()
+    ds = PreparedDataset.load(ws.dataset_dir)
+    fingerprint = dataset_fingerprint(ws.dataset_dir)
+    texts = item_texts(ds.items, cfg)
+    embedder = make_embedder(cfg, "embed")
+    try:
+        vectors = embedder.embed(texts, desc="embed: items")
+    finally:
+        embedder.cache.close()
+    t_embed = time.perf_counter() - t0
+    raw = np.zeros((len(texts) + 1, vectors.shape[1]), dtype=np.float32)
+    raw[1:] = vectors
+    emb = cfg["embed"]
+    tensors, pca_summary = pca_tables(raw, ds.n_items, ds.domains, emb["global_dim"], emb["local_dim"], cfg["seed"])
+    meta: dict[str, Any] = {
+        "stage": "embed",
+        "llm4cdsr_version": __version__,
+        "created": _now(),
+        "backend": embedder.inner.backend,
+        "model": embedder.inner.model,
+        "base_url": emb["base_url"] if embedder.inner.backend == "openai" else None,
+        "dim": int(raw.shape[1]),
+        "n_items": int(len(texts)),
+        "domains": list(ds.domains),
+        "pca": pca_summary,
+        "config_hash": embed_config_hash(cfg),
+        "dataset_fingerprint": fingerprint,
+        "model_calls": embedder.calls,
+        "cache_hits": embedder.cache_hits,
+        "time_s": {"embed": round(t_embed, 2), "total": round(time.perf_counter() - t0, 2)},
+    }
+    with atomic_dir(ws.embed_dir) as tmp:
+        pd.DataFrame({"global_id": ds.items["global_id"].to_numpy(), "domain": ds.items["domain"].astype(str).to_numpy(),
+                      "text": texts}).to_parquet(tmp / "texts.parquet", index=False)
+        save_npy(tmp / "items.npy", raw)
+        # safetensors.numpy writes an array's buffer as it lies in memory: a Fortran-ordered array
+        # (sklearn's components_) would come back transposed-scrambled. Make every one C-ordered.
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / "pca.safetensors"),
+                  metadata={"model": meta["model"], "config_hash": meta["config_hash"]})
+        meta["time_s"]["total"] = round(time.perf_counter() - t0, 2)
+        write_json(tmp / "meta.json", meta)  # last: its presence marks a complete folder
+    log.info("embed: wrote %s: %d items x %d (%s), global %d-d, local %d-d, %.1f s (%d model calls, %d cached)",
+             ws.embed_dir, len(texts), raw.shape[1], meta["model"], pca_summary["global"]["dim"], emb["local_dim"],
+             meta["time_s"]["total"], embedder.calls, embedder.cache_hits)
+    return meta
+
+
+# ----- profiles ---------------------------------------------------------------------------
+def _profile_inputs(cfg: dict) -> dict:
+    """What the profiles are made from: recorded in meta.json and compared by profile_is_current."""
+    ws = Workspace(cfg["workspace"])
+    embed_meta = ws.meta(ws.embed_dir) or {}
+    return {
+        "config_hash": profile_config_hash(cfg),
+        "embed_config_hash": embed_meta.get("config_hash"),
+        "dataset_fingerprint": embed_meta.get("dataset_fingerprint"),
+    }
+
+
+def profile_is_current(cfg: dict) -> bool:
+    if not embed_is_current(cfg):
+        return False
+    out = profile_dir(cfg)
+    meta_path = out / "meta.json"
+    if not meta_path.is_file() or not all((out / f).is_file() for f in ("profiles.parquet", "embeddings.npy")):
+        return False
+    meta = read_json(meta_path)
+    return all(meta.get(k) == v for k, v in _profile_inputs(cfg).items())
+
+
+def _select_users(n_users: int, max_users: int, seed: int) -> np.ndarray:
+    if max_users <= 0 or max_users >= n_users:
+        return np.arange(n_users, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_users, size=max_users, replace=False)).astype(np.int64)
+
+
+def _user_clusters(cfg: dict) -> tuple[PreparedDataset, np.ndarray, np.ndarray, list[UserClusters], np.ndarray]:
+    ws = Workspace(cfg["workspace"])
+    ds = PreparedDataset.load(ws.dataset_dir)
+    raw = np.load(ws.embed_dir / "items.npy", allow_pickle=False)
+    labels = cluster_items(raw[1:], cfg["profile"]["n_clusters"], cfg["seed"])
+    split = ds.split()  # training histories only: validation and test targets never reach a profile
+    users = _select_users(ds.n_users, cfg["profile"]["max_users"], cfg["seed"])
+    clusters = [split_by_cluster(split.train_sequence(int(u)), labels) for u in users]
+    titles = np.concatenate([[""], ds.items["title"].astype(str).to_numpy()])  # index = global id
+    return ds, labels, users, clusters, titles
+
+
+def dry_run_profile(cfg: dict) -> dict:
+    """Chat calls and tokens a profile run would spend, before anything is spent."""
+    prof = cfg["profile"]
+    if not embed_is_current(cfg):
+        ws = Workspace(cfg["workspace"])
+        ds = PreparedDataset.load(ws.dataset_dir)
+        n_users = ds.n_users if prof["max_users"] <= 0 else min(prof["max_users"], ds.n_users)
+        return {"embeddings": "missing or stale: `embed` runs first", "users": n_users,
+                "chat_calls_upper_bound": 0 if prof["backend"] == "template" else n_users * (prof["n_clusters"] + 1) * 2}
+    ds, labels, users, clusters, titles = _user_clusters(cfg)
+    n_pairs = sum(len(uc.clusters) for uc in clusters)
+    out: dict[str, Any] = {"backend": prof["backend"], "users": int(len(users)), "user_cluster_pairs": n_pairs}
+    if prof["backend"] == "template":
+        out.update(chat_calls=0, estimated_tokens=0)
+        return out
+    requests = [analyzer_request(ids, titles, prof) for uc in clusters for _, ids in uc.clusters]
+    backend, model, params = chat_identity(cfg)
+    cache = Cache(Workspace(cfg["workspace"]).cache_path)
+    try:
+        keys = make_keys(namespace(kind="chat", backend=backend, model=model, params=params),
+                         [r.cache_text() for r in requests])
+        cached = cache.get_texts(keys)
+    finally:
+        cache.close()
+    todo = {k: r for k, r in zip(keys, requests) if k not in cached}
+    n_summaries = int(sum(1 for uc in clusters if uc.clusters))
+    # Tokens: ~4 characters per token in; the reply budget out (an upper bound). The summarizer's
+    # input is the analyzer statements, at most analyzer_words * slack words each.
+    summary_in = sum(len(uc.clusters) for uc in clusters if uc.clusters) * prof["analyzer_words"] * 1.4 * prof["length_slack"]
+    summary_in += n_summaries * (len(prof["summarizer_prompt"]) + len(prof["summarizer_system"])) / 4
+    out.update(
+        chat_model=model,
+        analyzer_calls=len(requests),
+        analyzer_calls_cached=len(requests) - len(todo),
+        analyzer_calls_to_make=len(todo),
+        summarizer_calls_at_most=n_summaries,
+        retries_at_most="one per bad reply",
+        estimated_prompt_tokens=int(sum(r.prompt_chars() for r in todo.values()) / 4 + summary_in),
+        estimated_completion_tokens_at_most=int(sum(r.max_tokens for r in todo.values())
+                                                + n_summaries * (prof["summarizer_words"] * prof["length_slack"] * 1.4 + 16)),
+    )
+    return out
+
+
+def run_profile(cfg: dict, force: bool = False) -> dict:
+    """Build user profiles and their embeddings into `<workspace>/<profile.output>/`. Returns its meta."""
+    out_dir = profile_dir(cfg)
+    if not force and profile_is_current(cfg):
+        log.info("profile: %s is current (config %s); nothing to do", out_dir, profile_config_hash(cfg))
+        return read_json(out_dir / "meta.json")
+    # Profiles are built on the item embeddings: bring those up to date first (a no-op if current).
+    run_embed(cfg)
+    t0 = time.perf_counter()
+    prof = cfg["profile"]
+    ds, labels, users, clusters, titles = _user_clusters(cfg)
+    t_cluster = time.perf_counter() - t0
+    report: dict[str, Any] = {"backend": prof["backend"], "users": int(len(users)),
+                              "user_cluster_pairs": int(sum(len(uc.clusters) for uc in clusters))}
+    ws = Workspace(cfg["workspace"])
+    chat_name = None
+    if prof["backend"] == "template":
+        texts = [template_profile(uc, titles, prof) for uc in clusters]
+        sources = ["template"] * len(users)
+        report["chat_calls"] = 0
+    else:
+        cache = Cache(ws.cache_path)
+        try:
+            chat = CachedChat(make_chat_backend(cfg, "profile"), cache, "profile")
+            chat_name = chat.name
+            texts, sources, call_report = llm_profiles(clusters, titles, chat, prof)
+        finally:
+            cache.close()
+        report.update(call_report)
+        report["chat_calls"] = chat.calls
+        report["chat_cache_hits"] = chat.cache_hits
+    t_text = time.perf_counter() - t0 - t_cluster
+    embedder = make_embedder(cfg, "profile")
+    try:
+        vectors = embedder.embed(texts, desc="profile: embedding")
+    finally:
+        embedder.cache.close()
+    counts = pd.Series(sources).value_counts().to_dict()
+    report.update(
+        sources={k: int(v) for k, v in sorted(counts.items())},
+        fallback_users=int(counts.get("fallback", 0)),
+        embedding_calls=embedder.calls,
+        embedding_cache_hits=embedder.cache_hits,
+        mean_text_chars=round(float(np.mean([len(t) for t in texts])) if texts else 0.0, 1),
+        time_s={"cluster": round(t_cluster, 2), "texts": round(t_text, 2),
+                "embed": round(time.perf_counter() - t0 - t_cluster - t_text, 2)},
+    )
+    embed_meta = ws.meta(ws.embed_dir) or {}
+    meta = {
+        "stage": "profile",
+        "llm4cdsr_version": __version__,
+        "created": _now(),
+        "backend": prof["backend"],
+        "source": "template (no LLM)" if prof["backend"] == "template" else "llm",
+        "chat_model": chat_name,
+        "base_url": prof["base_url"] if prof["backend"] == "openai" else None,
+        "embed_model": embed_meta.get("model"),
+        "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+        "n_users": int(len(users)),
+        "subsample": bool(prof["max_users"] and len(users) < ds.n_users),
+        "n_clusters": int(labels.max() + 1),
+        **_profile_inputs(cfg),
+    }
+    with atomic_dir(out_dir) as tmp:
+        pd.DataFrame({"user_idx": users, "text": texts, "source": sources}).to_parquet(tmp / "profiles.parquet",
+                                                                                     index=False)
+        save_npy(tmp / "embeddings.npy", vectors.astype(np.float32))
+        save_npy(tmp / "clusters.npy", labels)
+        report["time_s"]["total"] = round(time.perf_counter() - t0, 2)
+        write_json(tmp / "report.json", report)
+        write_json(tmp / "meta.json", meta)  # last: its presence marks a complete folder
+    log.info("profile: wrote %s: %d users (%s), %d chat calls, %.1f s", out_dir, len(users),
+             ", ".join(f"{k} {v}" for k, v in report["sources"].items()), report["chat_calls"], report["time_s"]["total"])
+    return meta
