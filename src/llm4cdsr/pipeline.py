@@ -1,0 +1,156 @@
+"""The main job, `llm4cdsr run`: prepare -> embed -> profile -> train (and evaluate) -> report.
+
+Every stage is skipped when its artifacts are current (each stage records a hash of the inputs
+and config that made it), so running the same command again costs nothing, and an interrupted
+run picks up where it stopped: the LLM stages resume from their call cache and training resumes
+from its last checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llm4cdsr.config import ConfigError, section_hash
+from llm4cdsr.io import read_json
+from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embeddings
+
+log = logging.getLogger("llm4cdsr.run")
+
+STAGES = ("prepare", "embed", "profile", "train", "report")
+# The sections that decide what a training run is (and so its default folder name).
+RUN_SECTIONS = ("seed", "data", "embed", "profile", "model", "train", "eval")
+
+
+def run_name(cfg: dict) -> str:
+    if cfg["run"]["name"]:
+        return cfg["run"]["name"]
+    return f"{cfg['model']['name']}-seed{cfg['seed']}-{section_hash(cfg, *RUN_SECTIONS)[:8]}"
+
+
+def run_dir_for(cfg: dict) -> Path:
+    return Workspace(cfg["workspace"]).runs_dir / run_name(cfg)
+
+
+def _check_stages(cfg: dict) -> tuple[list[str], set[str]]:
+    stages = list(cfg["run"]["stages"])
+    force = set(cfg["run"]["force"])
+    for s in stages + sorted(force):
+        if s not in STAGES:
+            raise ConfigError(f"run.stages / run.force: unknown stage {s!r} (stages: {', '.join(STAGES)})")
+    if cfg["embed"]["local_dim"] != cfg["model"]["hidden"]:
+        raise ConfigError(f"embed.local_dim ({cfg['embed']['local_dim']}) must equal model.hidden ({cfg['model']['hidden']}): "
+                          "the local item tables are the per-domain PCA vectors")
+    return stages, force
+
+
+def load_llm_inputs(cfg: dict, dataset) -> tuple[Any, np.ndarray | None]:
+    """The LLM artifacts the configured model reads (None where it reads none)."""
+    from llm4cdsr.models import model_needs
+
+    needs = model_needs(cfg["model"])
+    ws = Workspace(cfg["workspace"])
+    vectors = load_item_vectors(ws, dataset.domains) if "item_vectors" in needs else None
+    profiles = load_profile_embeddings_for(cfg) if "profiles" in needs else None
+    return vectors, profiles
+
+
+def load_profile_embeddings_for(cfg: dict) -> np.ndarray:
+    from llm4cdsr.llm.stages import profile_dir
+
+    folder = profile_dir(cfg)
+    ws = Workspace(cfg["workspace"])
+    if folder == ws.profile_dir:
+        return load_profile_embeddings(ws)
+    from llm4cdsr.io import load_npy
+
+    return load_npy(folder / "embeddings.npy")
+
+
+def run_pipeline(cfg: dict) -> Path:
+    """Run the configured stages; return the run folder."""
+    from llm4cdsr.data.prepare import run_prepare
+    from llm4cdsr.llm.stages import run_embed, run_profile
+    from llm4cdsr.models import model_needs
+
+    stages, force = _check_stages(cfg)
+    needs = model_needs(cfg["model"])
+    run_dir = run_dir_for(cfg)
+    timings: dict[str, float] = {}
+    dataset = None
+
+    def timed(name: str, fn):
+        started = time.perf_counter()
+        out = fn()
+        timings[name] = round(time.perf_counter() - started, 2)
+        return out
+
+    if "prepare" in stages:
+        dataset = timed("prepare", lambda: run_prepare(cfg, force="prepare" in force))
+    if "embed" in stages and "item_vectors" in needs | ({"item_vectors"} if "profiles" in needs else set()):
+        timed("embed", lambda: run_embed(cfg, force="embed" in force))
+    if "profile" in stages and "profiles" in needs:
+        timed("profile", lambda: run_profile(cfg, force="profile" in force))
+    if "train" in stages:
+        timed("train", lambda: train_stage(cfg, run_dir, dataset, force="train" in force))
+    if "report" in stages:
+        timed("report", lambda: report_stage(cfg, run_dir))
+    log.info("run %s done; stage seconds: %s", run_dir, ", ".join(f"{k} {v}" for k, v in timings.items()))
+    return run_dir
+
+
+def train_stage(cfg: dict, run_dir: Path, dataset=None, force: bool = False) -> dict:
+    """Train and evaluate unless the run folder already holds results for this very config."""
+    import shutil
+
+    import yaml
+
+    from llm4cdsr.data.dataset import PreparedDataset
+    from llm4cdsr.training.run import train_run
+    from llm4cdsr.training.trainer import CHECKPOINT
+
+    results_path = run_dir / "results.json"
+    if results_path.is_file() and not force:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        if _same_run(saved, cfg):
+            log.info("train: %s is current, skipped", run_dir)
+            return read_json(results_path)
+        raise ConfigError(f"{run_dir} holds a run with another config; set run.name to a new name")
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if dataset is None:
+        dataset = PreparedDataset.load(Workspace(cfg["workspace"]).dataset_dir)
+    vectors, profiles = load_llm_inputs(cfg, dataset)
+    resume = (run_dir / CHECKPOINT).is_file()
+    if resume:
+        log.info("train: resuming %s from its last checkpoint", run_dir)
+    return train_run(cfg, run_dir, dataset, item_vectors=vectors, profiles=profiles, resume=resume)
+
+
+def _same_run(saved: dict, cfg: dict) -> bool:
+    """Equal in everything that shapes the run (not in how it is shown or which stages run)."""
+    keep = RUN_SECTIONS + ("workspace",)
+    strip = lambda c: {k: v for k, v in c.items() if k in keep and k != "workspace"}  # noqa: E731
+    a, b = strip(saved), strip(cfg)
+    for c in (a, b):  # display-only training keys
+        if "train" in c:
+            c["train"] = {k: v for k, v in c["train"].items() if k not in ("progress", "num_threads", "tensorboard")}
+    return a == b
+
+
+def report_stage(cfg: dict, run_dir: Path) -> Path:
+    from llm4cdsr.api import TrainedRecommender
+    from llm4cdsr.report import write_report
+
+    item_map = None
+    try:
+        rec = TrainedRecommender.load(run_dir)
+        item_map = rec.item_map_sample(cfg["run"]["item_map_items"], seed=cfg["seed"])
+    except NotImplementedError as e:
+        log.info("report: no item map (%s)", e)
+    path = write_report(run_dir, metric=cfg["run"]["report_metric"], item_map=item_map)
+    log.info("report: %s", path)
+    return path
