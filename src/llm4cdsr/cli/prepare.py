@@ -10,28 +10,31 @@ from llm4cdsr.data.filters import REPEAT_POLICIES
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "prepare", help="import raw data (table, Amazon dumps, RecBole files) into a workspace",
-        description="Import a generic CSV/Parquet table, two Amazon review dumps (2018 or 2023) or RecBole atomic "
-                    "files, filter them, split leave-one-out and write <workspace>/dataset/. With no input file, "
-                    "prepares the built-in synthetic demo world. Skipped when the dataset matches inputs and options. "
-                    "Input formats: docs/input-formats.md.",
+        "prepare", help="import raw data (table, Amazon dumps, RecBole files, Douban dump) into a workspace",
+        description="Import a generic CSV/Parquet table, two Amazon review dumps (2018 or 2023), RecBole atomic "
+                    "files or the Douban book/movie dump, filter them, split leave-one-out and write "
+                    "<workspace>/dataset/. With no input file, prepares the built-in synthetic demo world. Skipped "
+                    "when the dataset matches inputs and options. Input formats: docs/input-formats.md.",
         epilog="examples:\n"
                "  llm4cdsr prepare --interactions inter.csv --items items.csv --out ws\n"
                "  llm4cdsr prepare --reviews Grocery_and_Gourmet_Food.json.gz Home_and_Kitchen.json.gz \\\n"
                "      --meta meta_Grocery_and_Gourmet_Food.json.gz meta_Home_and_Kitchen.json.gz --out ws --min-user 5 --min-item 3\n"
+               "  llm4cdsr prepare -c douban-book-movie --douban 'douban_dataset(text information)' --out ws\n"
                "  llm4cdsr prepare -c my.yaml data.repeats=keep_last",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(p)
     p.add_argument("--out", "-o", metavar="DIR", help="workspace folder; the dataset goes to DIR/dataset/ (same as --workspace)")
     src = p.add_argument_group("input (overrides data.* of the config)")
-    src.add_argument("--format", choices=["auto", "synthetic", "table", "amazon", "amazon2018", "amazon2023", "recbole"])
+    src.add_argument("--format", choices=["auto", "synthetic", "table", "amazon", "amazon2018", "amazon2023", "recbole", "douban"])
     src.add_argument("--interactions", action="append", metavar="FILE",
                      help="interactions table (CSV/Parquet), a folder holding one, or a RecBole .inter (repeat for one per domain)")
     src.add_argument("--items", action="append", metavar="FILE", help="items table (CSV/Parquet) or RecBole .item (repeat for one per domain)")
     src.add_argument("--reviews", nargs=2, metavar=("A", "B"), help="two Amazon review dumps, one per domain")
     src.add_argument("--meta", nargs=2, metavar=("A", "B"), help="the two Amazon metadata dumps")
-    src.add_argument("--skip-bad-lines", action="store_true", default=None, help="skip malformed lines in Amazon dumps (counted, reported)")
+    src.add_argument("--douban", metavar="DIR", help="the Douban dump folder (bookreviews_cleaned.txt, moviereviews_cleaned.txt "
+                     "and their metadata books_cleaned.txt, movies_cleaned.txt)")
+    src.add_argument("--skip-bad-lines", action="store_true", default=None, help="skip malformed lines in Amazon/Douban dumps (counted, reported)")
     opt = p.add_argument_group("preparation")
     opt.add_argument("--domains", nargs=2, metavar=("A", "B"), help="domain order: A gets the first global ids (default: sorted names)")
     opt.add_argument("--domain-map", action="append", metavar="RAW=NAME", help="rename or merge domain values (repeatable); RAW= drops RAW")
@@ -75,6 +78,10 @@ def apply_flags(cfg: dict, args: argparse.Namespace) -> dict:
             d[key] = value
     if args.domain_map:
         d["domain_map"] = _domain_map(args.domain_map)
+    if args.douban:
+        if args.interactions or args.format not in (None, "douban"):
+            raise CliError("--douban DIR names the input and its format: drop --interactions / --format")
+        d["format"], d["interactions"] = "douban", args.douban
     return cfg
 
 

@@ -232,10 +232,12 @@ def _find_in_folder(folder: Path, stem: str) -> Path | None:
 
 def resolve_inputs(data_cfg: dict) -> dict[str, Any]:
     """Which format and which files the `data` section names (format `auto` resolved)."""
+    from llm4cdsr.data import douban
+
     fmt = str(data_cfg.get("format", "auto"))
     interactions, items = _paths(data_cfg.get("interactions")), _paths(data_cfg.get("items"))
     reviews, meta = _paths(data_cfg.get("reviews")), _paths(data_cfg.get("meta"))
-    known = ("auto", "synthetic", "table", "amazon", "amazon2018", "amazon2023", "recbole")
+    known = ("auto", "synthetic", "table", "amazon", "amazon2018", "amazon2023", "recbole", "douban")
     if fmt not in known:
         raise DataError(f"data.format must be one of {', '.join(known)}, got {fmt!r}")
 
@@ -247,6 +249,8 @@ def resolve_inputs(data_cfg: dict) -> dict[str, Any]:
         if inter_files and fmt in ("auto", "recbole"):
             fmt, interactions = "recbole", inter_files
             items = items or sorted(folder.glob("*.item"))
+        elif fmt == "douban" or (fmt == "auto" and douban.is_douban_folder(folder)):
+            fmt = "douban"  # douban_inputs below finds the files
         else:
             found = _find_in_folder(folder, "interactions")
             if found is None:
@@ -269,9 +273,12 @@ def resolve_inputs(data_cfg: dict) -> dict[str, Any]:
         if reviews:
             fmt = "amazon"
         elif interactions:
-            fmt = "recbole" if all(p.suffix == ".inter" for p in interactions) else "table"
+            fmt = ("recbole" if all(p.suffix == ".inter" for p in interactions)
+                   else "douban" if all(douban.is_douban_review(p) for p in interactions) else "table")
         else:
             fmt = "synthetic"
+    if fmt == "douban":
+        interactions, items = douban.douban_inputs(interactions, items)
     if fmt.startswith("amazon") and not reviews:
         raise DataError("data.reviews: the Amazon format needs two review dumps (--reviews A.json.gz B.json.gz)")
     if fmt in ("table", "recbole") and not interactions:
@@ -281,7 +288,7 @@ def resolve_inputs(data_cfg: dict) -> dict[str, Any]:
             raise DataError(f"data.interactions: the table format takes one file, got {len(interactions)}")
         if len(items) != 1:
             raise DataError("data.items: the table format needs one items file (--items FILE)")
-    files = interactions + items if fmt in ("table", "recbole") else reviews + meta if fmt.startswith("amazon") else []
+    files = interactions + items if fmt in ("table", "recbole", "douban") else reviews + meta if fmt.startswith("amazon") else []
     for p in files:
         if not p.is_file():
             raise DataError(f"input file not found: {p}")
@@ -308,6 +315,11 @@ def load_raw(data_cfg: dict, inputs: dict | None = None, progress: bool = True) 
         from llm4cdsr.data.recbole import read_recbole
 
         raw = read_recbole(inputs["interactions"], inputs["items"], data_cfg["columns"], data_cfg["time_unit"])
+    elif fmt == "douban":
+        from llm4cdsr.data.douban import read_douban
+
+        raw = read_douban(inputs["interactions"], inputs["items"], data_cfg.get("douban_min_rating", 0),
+                          bool(data_cfg.get("skip_bad_lines", False)), progress)
     else:
         from llm4cdsr.data.amazon import read_amazon
 
