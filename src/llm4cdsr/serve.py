@@ -7,7 +7,6 @@
 Bound to 127.0.0.1 unless told otherwise. Requests are validated (types, k and history bounds,
 known domains) and the body size is capped before it is parsed.
 """
-from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 

@@ -1,0 +1,193 @@
+"""End to end on a tiny synthetic world: `llm4cdsr run`, recommend (user, history, batch, new
+items), the Python API, the report and the HTTP server, all through their real entry points."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from llm4cdsr.api import Estimator, TrainedRecommender, UnknownUserError
+from llm4cdsr.cli import main
+
+TINY = [
+    "data.synth.users=150", "data.synth.items_a=60", "data.synth.items_b=90",
+    "model.hidden=32", "embed.local_dim=32", "model.blocks=1",
+    "train.epochs=2", "train.progress=false", "run.item_map_items=150", "eval.num_negatives=20",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("ws")
+    assert main(["run", "-w", str(ws), *TINY, "run.name=tiny"]) == 0
+    return ws / "runs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def rec(run_dir) -> TrainedRecommender:
+    return TrainedRecommender.load(run_dir)
+
+
+def test_run_writes_every_artifact(run_dir):
+    ws = run_dir.parent.parent
+    for path in ("dataset/meta.json", "embeddings/meta.json", "profiles/meta.json", "candidates"):
+        assert (ws / path).exists(), path
+    results = json.loads((run_dir / "results.json").read_text())
+    for mode in ("sampled", "full"):
+        for part in ("overall", *results["dataset"]["domains"]):
+            assert 0.0 <= results["test"][mode][part]["ndcg@10"] <= results["test"][mode][part]["hit@10"] <= 1.0
+    report = run_dir / "report"
+    assert (report / "index.html").is_file()
+    for png in ("curves.png", "domains_sampled.png", "domains_full.png", "groups.png", "item_map.png"):
+        assert (report / png).stat().st_size > 1000, png
+    assert "item_map.png" in (report / "index.html").read_text()
+
+
+def test_second_run_skips_every_stage(run_dir, caplog):
+    ws = run_dir.parent.parent
+    before = (run_dir / "results.json").stat().st_mtime_ns
+    caplog.set_level("INFO")
+    assert main(["run", "-w", str(ws), *TINY, "run.name=tiny", "run.stages=[prepare,embed,profile,train]"]) == 0
+    assert (run_dir / "results.json").stat().st_mtime_ns == before
+    assert "is current, skipped" in caplog.text
+
+
+def test_changed_config_under_the_same_name_is_refused(run_dir):
+    ws = run_dir.parent.parent
+    assert main(["run", "-w", str(ws), *TINY, "run.name=tiny", "train.lr=0.01", "run.stages=[train]"]) == 2
+
+
+def test_recommend_known_user_excludes_history(rec):
+    user = rec.dataset.user_ids[3]
+    recs = rec.recommend(user, k=7)
+    assert [r["rank"] for r in recs] == list(range(1, 8))
+    assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
+    seen = set(rec.dataset.items["raw_id"].to_numpy()[rec.dataset.sequence(3) - 1])
+    assert not seen & {r["item_id"] for r in recs}
+    food = rec.recommend(user, k=5, domain=rec.domains[1])
+    assert {r["domain"] for r in food} == {rec.domains[1]}
+    with_seen = rec.recommend(user, k=500, domain=rec.domains[0], exclude_seen=False)
+    assert seen & {r["item_id"] for r in with_seen} == {i for i in seen if i.startswith(rec.domains[0])}
+
+
+def test_recommend_matches_the_model_scores(rec):
+    """The API's scores are the model's own scores for the user's full history."""
+    import torch
+
+    from llm4cdsr.models import pad_histories
+
+    u = 5
+    recs = rec.recommend(rec.dataset.user_ids[u], k=3, domain=rec.domains[0], exclude_seen=False)
+    states = rec.model.user_states(pad_histories([rec.dataset.sequence(u).tolist()], rec.model.max_len))
+    scores = rec.model.score(states, 0)[0]
+    top = torch.topk(scores, 3)
+    assert [round(float(s), 5) for s in top.values] == [r["score"] for r in recs]
+
+
+def test_unknown_user_and_bad_arguments(rec):
+    with pytest.raises(UnknownUserError, match="nobody"):
+        rec.recommend("nobody")
+    with pytest.raises(ValueError, match="unknown domain"):
+        rec.recommend(rec.dataset.user_ids[0], domain="shoes")
+    with pytest.raises(ValueError, match="none of the history"):
+        rec.recommend_history(["not-an-item"])
+
+
+def test_recommend_history_for_a_new_user(rec):
+    items = rec.dataset.items["raw_id"].tolist()
+    history = items[:3] + ["unknown-item"]
+    recs = rec.recommend_history(history, k=4, domain=rec.domains[0])
+    assert len(recs) == 4 and not set(history) & {r["item_id"] for r in recs}
+
+
+def test_new_items_score_like_the_trained_item_they_copy(rec):
+    """Inductive scoring: an item that is a text copy of a known item, under a new id, gets that
+    item's score (global adapter + its local PCA vector, which is frozen by default)."""
+    row = rec.dataset.items.iloc[10]
+    new = pd.DataFrame([{**row.to_dict(), "item_id": "brand-new-item"}]).drop(columns=["global_id", "local_id", "raw_id"])
+    assert rec.add_items(new) == 1
+    try:
+        user = rec.dataset.user_ids[7]
+        recs = rec.recommend(user, k=500, domain=row["domain"], exclude_seen=False)
+        by_id = {r["item_id"]: r for r in recs}
+        assert by_id["brand-new-item"]["new"] is True
+        assert by_id["brand-new-item"]["score"] == pytest.approx(by_id[row["raw_id"]]["score"], abs=2e-3)
+    finally:
+        rec._new_items.clear()
+
+
+def test_cli_recommend_modes(run_dir, rec, tmp_path, capsys):
+    user = rec.dataset.user_ids[0]
+    assert main(["recommend", "--run", str(run_dir), "--user", user, "-k", "3", "--why"]) == 0
+    out = capsys.readouterr().out
+    assert "profile: [template]" in out and out.count("\n") >= 5
+    users = tmp_path / "users.txt"
+    users.write_text("\n".join(rec.dataset.user_ids[:4]) + "\n")
+    assert main(["recommend", "--run", str(run_dir), "--users-file", str(users), "-k", "2", "--out", str(tmp_path / "r.csv")]) == 0
+    frame = pd.read_csv(tmp_path / "r.csv")
+    assert len(frame) == 8 and set(frame["user_id"]) == set(rec.dataset.user_ids[:4])
+    assert main(["recommend", "--run", str(run_dir), "--users-file", str(users), "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 40
+    assert main(["recommend", "--run", str(run_dir), "--user", "nobody"]) == 2
+    assert "unknown user 'nobody'" in capsys.readouterr().err
+
+
+def test_estimator_fit_save_load(run_dir, tmp_path):
+    ws = run_dir.parent.parent
+    est = Estimator(None, overrides=[*TINY, "run.name=tiny"], workspace=str(ws)).fit()
+    assert est.run_dir.resolve() == run_dir.resolve()
+    assert est.evaluate()["best_epoch"] >= 1
+    users = list(est.recommender.dataset.user_ids[:2])
+    first = est.recommend(users, k=3)
+    saved = est.save(tmp_path / "saved")
+    again = Estimator.load(saved).recommend(users, k=3)
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_http_server(rec):
+    pytest.importorskip("fastapi")
+    import uvicorn
+
+    from llm4cdsr.serve import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(rec), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            assert client.get("/health").json()["domains"] == list(rec.domains)
+            user = rec.dataset.user_ids[2]
+            body = client.post("/recommend", json={"user_id": user, "k": 4, "why": True}).json()
+            assert len(body["items"]) == 4 and body["profile"].startswith("[template]")
+            assert body["items"] == json.loads(json.dumps(rec.recommend(user, k=4)))
+            hist = rec.dataset.items["raw_id"].tolist()[:2]
+            assert len(client.post("/recommend", json={"history": hist, "k": 2}).json()["items"]) == 2
+            assert client.post("/recommend", json={"user_id": "nobody"}).status_code == 404
+            assert client.post("/recommend", json={"user_id": user, "k": 0}).status_code == 422
+            assert client.post("/recommend", json={"user_id": user, "domain": "shoes"}).status_code == 422
+            assert client.post("/recommend", json={"user_id": user, "history": hist}).status_code == 422
+            assert client.post("/recommend", json={"user_id": user, "extra": 1}).status_code == 422
+            big = {"history": ["x" * 100] * 2000}
+            assert client.post("/recommend", json=big).status_code == 413
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_item_map_sample_shapes(rec):
+    m = rec.item_map_sample(50, seed=1)
+    assert m["before"].shape[0] == m["after"].shape[0] == len(m["domain"]) == 50
+    assert m["after"].shape[1] == rec.cfg["model"]["hidden"]
+    assert set(np.unique(m["domain"])) <= {0, 1}
