@@ -25,7 +25,7 @@ from llm4cdsr.models.base import (
     xavier_init_,
 )
 from llm4cdsr.models.llm4cdsr import DomainBranch
-from llm4cdsr.models.sasrec import EncoderConfig
+from llm4cdsr.models.sasrec import Dropout, EncoderConfig
 
 
 class SASRecSingle(Recommender):
@@ -77,7 +77,7 @@ class GRU4Rec(Recommender):
         self.n_items = (int(n_items[0]), int(n_items[1]))
         self.max_len = max_len
         self.items = nn.Embedding(sum(self.n_items) + 1, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         xavier_init_(self)
 

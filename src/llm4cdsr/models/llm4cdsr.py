@@ -86,6 +86,21 @@ class GlobalItems(nn.Module):
             return self.adapter(self.llm_vectors[global_ids])
         return self.table(global_ids)
 
+    def lookup(self, *id_tensors: torch.Tensor) -> list[torch.Tensor]:
+        """forward() of several id tensors, passing each distinct id through the adapter once.
+
+        A training step looks up its inputs, their next items (mostly the same ids, shifted) and
+        the negatives; the adapter is the widest layer of the model, so this saves about a third
+        of its work.
+        """
+        if self.kind != "llm":
+            return [self.table(ids) for ids in id_tensors]
+        flat = torch.cat([ids.reshape(-1) for ids in id_tensors])  # (T,)
+        unique, inverse = torch.unique(flat, return_inverse=True)  # (V,), (T,)
+        vectors = self.adapter(self.llm_vectors[unique])[inverse]  # (T, H)
+        pieces = vectors.split([ids.numel() for ids in id_tensors])
+        return [v.view(*ids.shape, -1) for v, ids in zip(pieces, id_tensors)]  # each (..., H)
+
 
 class DomainBranch(nn.Module):
     """A SASRec over one domain's subsequence, with its own item table (local ids) and positions."""
@@ -186,13 +201,14 @@ class LLM4CDSR(Recommender):
 
         P = the steps that have a target (targets > 0), in row-major order.
         """
-        h_global = self.global_encoder(self.global_items(mixed_seq), mixed_seq > 0, self.global_items.scale)  # (B, L, H)
         has_target = targets > 0  # (B, L)
-        h = h_global[has_target]  # (P, H)
         pos, neg = targets[has_target], negatives[has_target]  # (P,)
+        seq_vectors, pos_vectors, neg_vectors = self.global_items.lookup(mixed_seq, pos, neg)  # (B, L, H), (P, H), (P, H)
+        h_global = self.global_encoder(seq_vectors, mixed_seq > 0, self.global_items.scale)  # (B, L, H)
+        h = h_global[has_target]  # (P, H)
         target_domain = domain_of(pos, self.n_items[0])  # (P,)
-        pos_logits = (h * self.global_items(pos)).sum(-1)  # (P,)
-        neg_logits = (h * self.global_items(neg)).sum(-1)  # (P,)
+        pos_logits = (h * pos_vectors).sum(-1)  # (P,)
+        neg_logits = (h * neg_vectors).sum(-1)  # (P,)
         for d, branch in enumerate(self.local):
             local_seq, last_col = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W), (B, L)
             h_local = gather_steps(branch(local_seq), last_col)[has_target]  # (P, H), 0 before any d item

@@ -31,6 +31,23 @@ class EncoderConfig:
     causal: bool = True
 
 
+class Dropout(nn.Module):
+    """Inverted dropout. On CPU the mask comes from torch.rand: nn.Dropout's bernoulli_ took a fifth
+    of a CPU training step, this is about 3x cheaper with the same distribution. GPUs keep the
+    fused kernel."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.is_cuda:
+            return F.dropout(x, self.p, True)
+        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+
+
 def attention_mask(real: torch.Tensor, causal: bool) -> torch.Tensor:
     """(B, L) real-step mask -> (B, 1, L, L) boolean mask, True where query i may attend to key j."""
     length = real.shape[1]
@@ -50,7 +67,7 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = x.shape
@@ -72,7 +89,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.hidden, cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(self.dropout(F.relu(self.fc(x)))))
@@ -100,7 +117,7 @@ class SASRecEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
-        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.emb_dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.blocks)])
         self.ln_final = nn.LayerNorm(cfg.hidden, eps=1e-8)
 

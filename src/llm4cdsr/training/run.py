@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 import yaml
@@ -149,16 +150,8 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         "parameters": {"total": n_params, "trainable": n_trainable},
         "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": dataset_fingerprint(dataset)},
     }
-    counts = np.bincount(split.train_items.astype(np.int64), minlength=dataset.n_items_total + 1)
-    frames = {}
-    for stage in ("valid", "test"):
-        inputs = eval_inputs(split, stage)
-        ranks = rank_targets(model, inputs, dataset.n_items, cands[stage], MODES, eval_cfg["batch_size"], device)
-        frames[stage] = user_frame(dataset, split, inputs.targets, ranks, counts)
-        results[stage] = {
-            mode: summarize(frames[stage], mode, dataset.domains, eval_cfg["ks"], eval_cfg["length_buckets"], eval_cfg["popularity_buckets"])
-            for mode in MODES
-        }
+    summaries, frames = evaluate_model(model, dataset, split, cands, eval_cfg, device)
+    results.update(summaries)
     history = state["history"]
     results["time"] = {
         "total_train_s": round(train_s, 2),
@@ -170,6 +163,44 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     write_json(run_dir / "results.json", results)
     log.info("test %s", _headline(results, dataset.domains))
     return results
+
+
+def evaluate_model(model: Recommender, dataset: PreparedDataset, split: Split, cands: dict[str, np.ndarray],
+                   eval_cfg: dict, device: torch.device | str = "cpu") -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Both stages, both modes: ({stage: {mode: summary}}, {stage: per-user frame})."""
+    counts = np.bincount(split.train_items.astype(np.int64), minlength=dataset.n_items_total + 1)
+    summaries: dict[str, dict] = {}
+    frames: dict[str, pd.DataFrame] = {}
+    for stage in ("valid", "test"):
+        inputs = eval_inputs(split, stage)
+        ranks = rank_targets(model, inputs, dataset.n_items, cands[stage], MODES, eval_cfg["batch_size"], device)
+        frames[stage] = user_frame(dataset, split, inputs.targets, ranks, counts)
+        summaries[stage] = {
+            mode: summarize(frames[stage], mode, dataset.domains, eval_cfg["ks"], eval_cfg["length_buckets"], eval_cfg["popularity_buckets"])
+            for mode in MODES
+        }
+    return summaries, frames
+
+
+def evaluate_run(run_dir: Path, eval_cfg: dict | None = None, workspace: Path | None = None) -> dict:
+    """Score a finished run's best weights again (e.g. with other eval settings): {stage: {mode: summary}}.
+
+    The workspace is the one holding the run (<workspace>/runs/<name>), else the run's config's.
+    """
+    run_dir = Path(run_dir)
+    model, cfg, info = load_run(run_dir)
+    ws = Workspace(workspace) if workspace is not None else Workspace(run_dir.resolve().parent.parent)
+    if workspace is None and not (ws.dataset_dir / "meta.json").is_file():
+        ws = Workspace(cfg["workspace"])
+    dataset = PreparedDataset.load(ws.dataset_dir)
+    if info.get("fingerprint") and info["fingerprint"] != dataset_fingerprint(dataset):
+        raise RunError(f"{run_dir}: the dataset in {ws.dataset_dir} changed since this run was trained")
+    eval_cfg = eval_cfg or cfg["eval"]
+    split = dataset.split()
+    cands = load_or_draw(ws.candidates_dir, dataset, split, eval_cfg["num_negatives"], eval_cfg["candidate_seed"])
+    device = resolve_device(cfg.get("device", "auto"))
+    summaries, _ = evaluate_model(model.to(device), dataset, split, cands, eval_cfg, device)
+    return summaries
 
 
 def _headline(results: dict, domains) -> str:

@@ -1,0 +1,107 @@
+"""`llm4cdsr compare`: a table over runs, grouped by model (mean and std over seeds), with a paired
+t-test on per-user metrics against a reference run."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from llm4cdsr.cli.common import CliError
+
+# Keys that do not change what a run is: runs differing only here are seeds of one model.
+IGNORED = {"seed", "run", "workspace", "device", "train.progress", "train.num_threads", "train.tensorboard"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare", help="compare runs: mean/std over seeds per model, paired t-test against a reference",
+        description="Group runs by their config apart from the seed, show test metrics (mean +- std over the "
+                    "group's runs) and a paired t-test (scipy) of each group's per-user metric, averaged over its "
+                    "runs, against the reference run's, over the users both evaluated.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run names under <workspace>/runs")
+    p.add_argument("--workspace", "-w", metavar="DIR", default="workspace", help="where run names are looked up")
+    p.add_argument("--reference", "-r", metavar="RUN", help="reference run for the t-test (default: the first RUN)")
+    p.add_argument("--metric", default="ndcg@10", help="metric of the per-domain columns and the t-test (default ndcg@10)")
+    p.add_argument("--mode", default="sampled", choices=("sampled", "full"), help="evaluation mode of those (default sampled)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    runs = [_find(r, args.workspace) for r in args.runs]
+    reference = _find(args.reference, args.workspace) if args.reference else runs[0]
+    if reference not in runs:
+        runs.insert(0, reference)
+    print(compare_table(runs, reference, args.metric, args.mode))
+    return 0
+
+
+def _find(name: str, workspace: str) -> Path:
+    for path in (Path(name), Path(workspace) / "runs" / name):
+        if (path / "results.json").is_file():
+            return path
+    raise CliError(f"{name}: no finished run there (no results.json), nor under {workspace}/runs")
+
+
+def compare_table(runs: list[Path], reference: Path, metric: str, mode: str) -> str:
+    import numpy as np
+    import pandas as pd
+    import yaml
+    from scipy import stats
+
+    from llm4cdsr.io import read_json
+    from llm4cdsr.training.metrics import parse_metric, per_user
+
+    parse_metric(metric)
+    flat = {}
+    for r in runs:
+        cfg = yaml.safe_load((r / "config.yaml").read_text(encoding="utf-8"))
+        flat[r] = {k: v for k, v in _flatten(cfg).items() if k not in IGNORED and k.split(".")[0] not in IGNORED}
+    keys = sorted({k for f in flat.values() for k in f})
+    varying = [k for k in keys if k != "model.name" and len({repr(f.get(k)) for f in flat.values()}) > 1]
+    groups: dict[str, list[Path]] = {}
+    for r in runs:
+        f = flat[r]
+        label = f["model.name"] + "".join(f" {k.split('.', 1)[-1]}={f.get(k)}" for k in varying)
+        groups.setdefault(label, []).append(r)
+
+    def user_metric(r: Path) -> pd.Series:
+        ranks = pd.read_parquet(r / "ranks.parquet", columns=["user_idx", f"rank_{mode}"])
+        return pd.Series(per_user(ranks[f"rank_{mode}"].to_numpy(), metric), index=ranks["user_idx"].to_numpy())
+
+    ref_users = user_metric(reference)
+    results = {r: read_json(r / "results.json") for r in runs}
+    domains = results[reference]["dataset"]["domains"]
+    columns = [("sampled", "overall", "hit@10"), ("sampled", "overall", "ndcg@10"), ("full", "overall", "hit@10"),
+               ("full", "overall", "ndcg@10")] + [(mode, d, metric) for d in domains]
+    header = ["model", "runs"] + [f"{m} {'' if s == 'overall' else s + ' '}{k}" for m, s, k in columns] + [f"diff {metric} ({mode})", "p (paired t)"]
+    rows = []
+    for label, members in groups.items():
+        cells = [label, str(len(members))]
+        for m, s, k in columns:
+            values = np.array([results[r]["test"][m].get(s, {}).get(k, np.nan) for r in members], dtype=float)
+            cells.append(f"{np.nanmean(values):.4f} ± {np.nanstd(values, ddof=1) if len(values) > 1 else 0.0:.4f}")
+        mine = pd.concat([user_metric(r) for r in members], axis=1).mean(axis=1)
+        both = mine.index.intersection(ref_users.index)
+        a, b = mine.loc[both].to_numpy(), ref_users.loc[both].to_numpy()
+        ok = ~(np.isnan(a) | np.isnan(b))
+        if reference in members or ok.sum() < 2:
+            cells += ["ref" if reference in members else "-", "-"]
+        else:
+            p = stats.ttest_rel(a[ok], b[ok]).pvalue
+            cells += [f"{(a[ok] - b[ok]).mean():+.4f}", f"{p:.2g}"]
+        rows.append(cells)
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths))  # noqa: E731
+    lines = [f"test metrics (mean ± std over runs); t-test of per-user {metric} ({mode}) against {reference.name}",
+             fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
