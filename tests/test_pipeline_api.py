@@ -191,3 +191,16 @@ def test_item_map_sample_shapes(rec):
     assert m["before"].shape[0] == m["after"].shape[0] == len(m["domain"]) == 50
     assert m["after"].shape[1] == rec.cfg["model"]["hidden"]
     assert set(np.unique(m["domain"])) <= {0, 1}
+
+
+def test_overlap_experiment_cli(run_dir, tmp_path, capsys):
+    ws = run_dir.parent.parent
+    out = tmp_path / "overlap"
+    assert main(["experiment", "overlap", "-w", str(ws), *TINY, "train.epochs=1", "--ratios", "0,1",
+                 "--models", "pop,sasrec_mixed", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 2 * 2 * 2  # ratios x models x protocols
+    assert (out / "overlap.png").stat().st_size > 1000
+    assert "| 0 | pop |" in (out / "results.md").read_text()
+    zero = table[(table.ratio == 0) & (table["mode"] == "sampled")]
+    assert (zero["kept_both"] == 0).all() and (zero["training_items_dropped"] > 0).all()

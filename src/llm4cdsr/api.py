@@ -53,7 +53,8 @@ class TrainedRecommender:
         self._items = dataset.item_lookup()
         self._titles = dataset.items["title"].fillna("").astype(str).to_numpy()
         self._raw_items = dataset.items["raw_id"].astype(str).to_numpy()
-        self._tables = [model.item_table(d) for d in range(2)] if _has_tables(model) else None
+        with torch.no_grad():  # item tables are fixed after training: compute them once
+            self._tables = [model.item_table(d) for d in range(2)] if _has_tables(model) else None
         self._profiles: pd.DataFrame | None = None
         self._new_items: dict[int, dict[str, Any]] = {}  # domain -> inductive items (see add_items)
 
@@ -78,7 +79,6 @@ class TrainedRecommender:
 
         if info.get("fingerprint") and info["fingerprint"] != dataset_fingerprint(dataset):
             raise ValueError(f"{run_dir}: the dataset in {ws.dataset_dir} changed since this run was trained; train again")
-        torch.set_grad_enabled(False)
         return cls(model, cfg, info, dataset, run_dir, ws)
 
     # ----- ids ----------------------------------------------------------------------------------
@@ -126,6 +126,7 @@ class TrainedRecommender:
                 rows += [{"user_id": uid, **item} for item in items]
         return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "domain", "title", "score", "new"])
 
+    @torch.no_grad()
     def _recommend_many(self, histories: list[np.ndarray], users: list[int | None], k: int, domain: str | None,
                         exclude_seen: bool) -> list[list[dict]]:
         from llm4cdsr.models import pad_histories
@@ -175,6 +176,7 @@ class TrainedRecommender:
                 "score": round(float(score), 5), "new": new}
 
     # ----- inductive items ----------------------------------------------------------------------
+    @torch.no_grad()
     def add_items(self, items: pd.DataFrame) -> int:
         """Make items that were not in training recommendable (inductive scoring).
 
@@ -235,6 +237,7 @@ class TrainedRecommender:
         source = row.get("source", "")
         return f"[{source}] {row['text']}" if source else str(row["text"])
 
+    @torch.no_grad()
     def item_map_sample(self, n: int = 3000, seed: int = 0) -> dict[str, np.ndarray]:
         """LLM vectors of a seeded item sample before and after the global adapter, with domains."""
         items = getattr(self.model, "global_items", None)
