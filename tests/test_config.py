@@ -35,3 +35,16 @@ def test_override_parsing():
     assert parse_override("a.b.c=1e-3") == {"a": {"b": {"c": 1e-3}}} or parse_override("a.b.c=1e-3") == {"a": {"b": {"c": "1e-3"}}}
     with pytest.raises(ConfigError):
         parse_override("novalue")
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in __import__("llm4cdsr.config", fromlist=["PRESET_DIR"]).PRESET_DIR.glob("*.yaml")))
+def test_presets_load_and_name_their_domains(preset):
+    from llm4cdsr.data.amazon import domain_name
+
+    cfg = load_config([preset])
+    data = cfg["data"]
+    assert len(data["domains"]) == 2
+    assert cfg["embed"]["local_dim"] == cfg["model"]["hidden"]
+    if data["reviews"]:  # Amazon dumps: the map must rename exactly the files' categories
+        assert sorted(domain_name(r) for r in data["reviews"]) == sorted(data["domain_map"])
+        assert sorted(data["domain_map"].values()) == sorted(data["domains"])
