@@ -67,3 +67,9 @@ def test_too_long_sequences_are_refused():
     x, real = _inputs([5], 5)
     with pytest.raises(ValueError, match="max_len"):
         enc(x, real)
+
+
+def test_last_only_equals_the_last_step_of_the_full_pass():
+    enc = _encoder()
+    x, real = _inputs([6, 2, 0, 4], 6)
+    torch.testing.assert_close(enc(x, real, last_only=True), enc(x, real)[:, -1], rtol=1e-5, atol=1e-6)

@@ -104,18 +104,20 @@ def domain_global_ids(n_items: tuple[int, int], domain: int, device=None) -> tor
     return torch.arange(offset + 1, offset + n_items[domain] + 1, device=device)
 
 
-def domain_subsequence(mixed_seq: torch.Tensor, n_items_a: int, domain: int) -> tuple[torch.Tensor, torch.Tensor]:
+def domain_subsequence(mixed_seq: torch.Tensor, n_items_a: int, domain: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The items of one domain, kept in order and left-padded, and where each mixed step lands.
 
     Returns
-      local_seq (B, W): local ids of the domain's items in `mixed_seq`, left-padded; W >= 1.
+      local_seq (B, W): local ids of the domain's items in `mixed_seq`, left-padded; W is the
+        longest subsequence of the batch (at least 1), or `width` if given (benchmarks pad to max_len).
       last_col (B, L): for each mixed step t, the column in `local_seq` of the latest
         domain item at or before t; -1 where the user has had none of the domain yet.
     """
     in_domain = (mixed_seq > 0) & (domain_of(mixed_seq, n_items_a) == domain)  # (B, L)
     seen = in_domain.long().cumsum(1)  # (B, L): domain items at or before t
     count = seen[:, -1]  # (B,)
-    width = max(int(count.max()), 1) if count.numel() else 1
+    longest = max(int(count.max()), 1) if count.numel() else 1
+    width = longest if width is None else max(width, longest)
     pad = width - count  # (B,)
     last_col = torch.where(seen > 0, pad[:, None] + seen - 1, torch.full_like(seen, -1))  # (B, L)
     local_seq = mixed_seq.new_zeros(mixed_seq.shape[0], width)

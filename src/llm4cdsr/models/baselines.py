@@ -63,7 +63,7 @@ class SASRecSingle(Recommender):
         queries = []
         for d, branch in enumerate(self.branches):
             local_seq, _ = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W)
-            queries.append(branch(local_seq)[:, -1])  # (B, H)
+            queries.append(branch(local_seq, last_only=True))  # (B, H)
         return torch.stack(queries, dim=1)  # (B, 2, H)
 
     def item_table(self, domain: int) -> torch.Tensor:

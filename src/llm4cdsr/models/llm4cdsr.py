@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llm4cdsr.models.base import (
@@ -47,11 +48,23 @@ class LLM4CDSRConfig:
     tau_reg: float = 1.0  # temperature of the item regularisation
 
 
-class Adapter(nn.Sequential):
-    """Linear d -> d/2 -> H with no activation between, as the authors built it."""
+class Adapter(nn.Module):
+    """Linear d -> d/2 -> H with no activation between, as the authors built it.
+
+    Two linear maps in a row are one: the forward pass multiplies by the product W2 W1 (H x d) once,
+    which halves the adapter's work per vector. The parameters, and so the training dynamics, stay
+    the authors' two layers; autograd carries the gradient through the product exactly.
+    """
 
     def __init__(self, d_in: int, hidden: int):
-        super().__init__(nn.Linear(d_in, d_in // 2), nn.Linear(d_in // 2, hidden))
+        super().__init__()
+        self.inner = nn.Linear(d_in, d_in // 2)
+        self.outer = nn.Linear(d_in // 2, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.outer.weight @ self.inner.weight  # (H, d)
+        bias = self.outer.weight @ self.inner.bias + self.outer.bias  # (H,)
+        return F.linear(x, weight, bias)
 
 
 class GlobalItems(nn.Module):
@@ -120,9 +133,21 @@ class DomainBranch(nn.Module):
         self.items.weight.requires_grad_(not (self.pretrained and freeze))
         self.encoder = SASRecEncoder(cfg)
 
-    def forward(self, local_seq: torch.Tensor) -> torch.Tensor:
-        """(B, W) left-padded local ids -> (B, W, H) states."""
-        return self.encoder(self.items(local_seq), local_seq > 0)
+    def forward(self, local_seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, W) left-padded local ids -> (B, W, H) states, or the last one (B, H) (`last_only`);
+        0 for users without items of the domain.
+
+        Only the rows with items go through the encoder: in a batch of mostly single-domain users,
+        one domain's rows are mostly empty.
+        """
+        has_items = (local_seq > 0).any(1)  # (B,)
+        if bool(has_items.all()):
+            return self.encoder(self.items(local_seq), local_seq > 0, last_only=last_only)
+        rows = has_items.nonzero().squeeze(1)  # (B',)
+        seq = local_seq[rows]  # (B', W)
+        states = self.encoder(self.items(seq), seq > 0, last_only=last_only)  # (B', W, H) or (B', H)
+        out = states.new_zeros(local_seq.shape[0], *states.shape[1:])  # (B, W, H) or (B, H)
+        return out.index_copy(0, rows, states)
 
 
 class LLM4CDSR(Recommender):
@@ -230,13 +255,14 @@ class LLM4CDSR(Recommender):
 
     # ----- scoring -------------------------------------------------------------------------
     def user_states(self, mixed_seq: torch.Tensor, user_idx: torch.Tensor | None = None) -> torch.Tensor:
-        h_global = self.global_encoder(self.global_items(mixed_seq), mixed_seq > 0, self.global_items.scale)[:, -1]  # (B, H)
+        seq_vectors = self.global_items.lookup(mixed_seq)[0]  # (B, L, H)
+        h_global = self.global_encoder(seq_vectors, mixed_seq > 0, self.global_items.scale, last_only=True)  # (B, H)
         if not len(self.local):
             return torch.stack([h_global, h_global], dim=1)  # (B, 2, H)
         queries = []
         for d, branch in enumerate(self.local):
             local_seq, _ = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W)
-            h_local = branch(local_seq)[:, -1]  # (B, H), 0 for a user without d items
+            h_local = branch(local_seq, last_only=True)  # (B, H), 0 for a user without d items
             queries.append(torch.cat([h_global, h_local], dim=-1))  # (B, 2H)
         return torch.stack(queries, dim=1)  # (B, 2, 2H)
 

@@ -69,16 +69,24 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
         self.resid_dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, H) -> (B, L, H), or (B, 1, H) for the last query only (`last_only`)."""
         batch, length, hidden = x.shape
-        q, k, v = self.qkv(x).split(hidden, dim=2)  # 3 x (B, L, H)
-        q = q.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, L, hd)
+        if last_only:
+            w_q, w_kv = self.qkv.weight.split([hidden, 2 * hidden])
+            b_q, b_kv = self.qkv.bias.split([hidden, 2 * hidden])
+            q = F.linear(x[:, -1:], w_q, b_q)  # (B, 1, H)
+            k, v = F.linear(x, w_kv, b_kv).split(hidden, dim=2)  # 2 x (B, L, H)
+            mask = mask[:, :, -1:]  # (B, 1, 1, L)
+        else:
+            q, k, v = self.qkv(x).split(hidden, dim=2)  # 3 x (B, L, H)
+        q = q.view(batch, q.shape[1], self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, Lq, hd)
         k = k.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, L, hd)
         v = v.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, L, hd)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, L, hd)
-        y = y.transpose(1, 2).reshape(batch, length, hidden)  # (B, L, H)
+        )  # (B, nh, Lq, hd)
+        y = y.transpose(1, 2).reshape(batch, q.shape[2], hidden)  # (B, Lq, H)
         return self.resid_dropout(self.proj(y))
 
 
@@ -105,8 +113,10 @@ class Block(nn.Module):
         self.ln_ffn = nn.LayerNorm(cfg.hidden, eps=1e-8)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, H) -> (B, L, H), or the last step alone (B, 1, H) (`last_only`)."""
+        y = self.attn(self.ln_attn(x), mask, last_only)
+        x = (x[:, -1:] if last_only else x) + y
         return x + self.ffn(self.ln_ffn(x))
 
 
@@ -121,9 +131,12 @@ class SASRecEncoder(nn.Module):
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.blocks)])
         self.ln_final = nn.LayerNorm(cfg.hidden, eps=1e-8)
 
-    def forward(self, item_vectors: torch.Tensor, real: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        """item_vectors (B, L, H), real (B, L) bool. `scale` multiplies the item vectors
-        (default sqrt(H)); the authors scale by the width of the table the vectors come from."""
+    def forward(self, item_vectors: torch.Tensor, real: torch.Tensor, scale: float | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """item_vectors (B, L, H), real (B, L) bool -> (B, L, H); the last state alone (B, H) with
+        `last_only` (scoring: the last block then computes one query per user instead of L).
+        `scale` multiplies the item vectors (default sqrt(H)); the authors scale by the width of the
+        table the vectors come from."""
         batch, length, hidden = item_vectors.shape
         if length > self.cfg.max_len:
             raise ValueError(f"sequence of {length} steps exceeds max_len {self.cfg.max_len}; truncate it first")
@@ -133,6 +146,11 @@ class SASRecEncoder(nn.Module):
         x = item_vectors * (math.sqrt(hidden) if scale is None else scale) + self.pos_emb(positions)
         x = self.emb_dropout(x) * keep
         mask = attention_mask(real, self.cfg.causal)
-        for block in self.blocks:
-            x = block(x, mask) * keep
+        for i, block in enumerate(self.blocks):
+            last = last_only and i == len(self.blocks) - 1
+            x = block(x, mask, last) * (keep[:, -1:] if last else keep)
+        if last_only:
+            if not len(self.blocks):
+                x = x[:, -1:]
+            return (self.ln_final(x) * keep[:, -1:])[:, 0]  # (B, H)
         return self.ln_final(x) * keep

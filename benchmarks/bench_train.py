@@ -1,0 +1,114 @@
+"""An LLM4CDSR training epoch on the real Food x Kitchen workspace: our length-bucketed, dynamically
+padded batches against the same model and the same batches with all three sequences (mixed, and
+each domain's) padded to max_len, as the authors' code does (target: >= 4x).
+
+    python benchmarks/bench_train.py [--workspace workspace-fk] [--batches N] [--threads 2]
+
+Paper settings (defaults/model.yaml, train.yaml: H 128, 2 blocks, 1 head, dropout 0.5, batch 128,
+max_len 50, alpha 0.1, beta 1). Each variant runs in a fresh subprocess, one after the other, so its
+peak resident memory (ru_maxrss) is its own. The LLM vectors and profiles are the workspace's; where
+one is missing, random stand-ins of the same widths (the cost does not depend on the values).
+With --batches N both variants time the same first N batches of the epoch's plan and the epoch
+time is extrapolated. The authors' code: ~406 s per epoch on this kind of machine (METHOD.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_WS = Path(__file__).resolve().parents[1] / "workspace-fk"
+
+CHILD = """
+import json, resource, sys, time
+import numpy as np, torch
+from types import SimpleNamespace
+from llm4cdsr.config import load_config
+from llm4cdsr.data.dataset import PreparedDataset
+from llm4cdsr.models import build_model
+from llm4cdsr.training.batching import TrainBatches
+from llm4cdsr.training.run import dataset_info
+from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embeddings, ArtifactError
+
+ws, variant, n_batches, threads = Workspace(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+cfg = load_config([], ["workspace=" + str(ws.root)])
+ds = PreparedDataset.load(ws.dataset_dir)
+split = ds.split()
+rng = np.random.default_rng(0)
+notes = []
+try:
+    vectors = load_item_vectors(ws, ds.domains)
+except ArtifactError:
+    notes.append("random item vectors (no embeddings yet)")
+    vectors = SimpleNamespace(global_pca=rng.normal(scale=0.05, size=(ds.n_items_total + 1, 384)).astype(np.float32),
+                              local_pca=tuple(rng.normal(scale=0.05, size=(n + 1, 128)).astype(np.float32) for n in ds.n_items))
+try:
+    profiles = load_profile_embeddings(ws)
+except ArtifactError:
+    notes.append("random profiles (no profiles yet)")
+    profiles = rng.normal(scale=0.05, size=(ds.n_users, vectors.global_pca.shape[1])).astype(np.float32)
+if variant == "padded":  # as the authors' code: the two domain subsequences are padded to max_len too
+    import functools
+    import llm4cdsr.models.base as base, llm4cdsr.models.llm4cdsr as llm4cdsr_module
+    llm4cdsr_module.domain_subsequence = functools.partial(base.domain_subsequence, width=cfg["model"]["max_len"])
+torch.manual_seed(0)
+model = build_model(cfg["model"], dataset_info(ds, vectors, profiles), vectors, profiles)
+optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
+batches = TrainBatches(split.train_offsets, split.train_items, ds.n_items, model.max_len, cfg["train"]["batch_size"],
+                       seed=0, bucket_pool=cfg["train"]["bucket_pool"], dynamic_padding=(variant == "dynamic"))
+plan = batches.plan(1)
+todo = plan[:n_batches] if n_batches > 0 else plan
+model.train()
+start = time.perf_counter()
+cells = 0
+loss_sum = 0.0
+for i, users in enumerate(todo):
+    batch = batches.build(users, 1, i)
+    cells += batch["mixed_seq"].numel()
+    out = model(batch)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    optimizer.step()
+    loss_sum += float(out["loss"])
+elapsed = time.perf_counter() - start
+print(json.dumps({"seconds": elapsed, "batches": len(todo), "plan_batches": len(plan), "cells": cells,
+                  "mean_loss": loss_sum / len(todo), "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "notes": notes}))
+"""
+
+
+def run_child(ws: Path, variant: str, batches: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ws), variant, str(batches), str(threads)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, default=DEFAULT_WS, help=f"prepared workspace (default {DEFAULT_WS})")
+    parser.add_argument("--batches", type=int, default=0, help="time only the first N batches of the epoch (default: all)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args()
+    if not (args.workspace / "dataset" / "meta.json").is_file():
+        print(f"SKIPPED: no prepared dataset at {args.workspace}/dataset (run `llm4cdsr prepare` on Food x Kitchen first)")
+        return 0
+    started = time.perf_counter()
+    ours = run_child(args.workspace, "dynamic", args.batches, args.threads)
+    padded = run_child(args.workspace, "padded", args.batches, args.threads)
+    for note in ours["notes"]:
+        print(f"note: {note}")
+    scale = ours["plan_batches"] / ours["batches"]
+    for name, r in (("bucketed + dynamic padding", ours), ("padded to max_len", padded)):
+        print(f"{name:28s} {r['batches']} batches {r['seconds']:7.1f} s -> {r['seconds'] * scale:7.1f} s/epoch, "
+              f"{r['cells'] / r['batches']:7.0f} cells/batch, mean loss {r['mean_loss']:.4f}, peak RSS {r['maxrss_mb']:.0f} MB")
+    print(f"speed-up: {padded['seconds'] / ours['seconds']:.1f}x (target >= 4x); "
+          f"vs the authors' ~406 s/epoch: {406 / (ours['seconds'] * scale):.1f}x; bench wall {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
