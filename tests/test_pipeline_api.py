@@ -85,7 +85,7 @@ def test_recommend_matches_the_model_scores(rec):
     u = 5
     recs = rec.recommend(rec.dataset.user_ids[u], k=3, domain=rec.domains[0], exclude_seen=False)
     states = rec.model.user_states(pad_histories([rec.dataset.sequence(u).tolist()], rec.model.max_len))
-    scores = rec.model.score(states, 0)[0]
+    scores = rec.model.score(states, 0)[0].detach()
     top = torch.topk(scores, 3)
     assert [round(float(s), 5) for s in top.values] == [r["score"] for r in recs]
 
