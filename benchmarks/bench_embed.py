@@ -55,7 +55,7 @@ def main() -> None:
 
     texts, what = load_texts(args.n)
     embedder = SentenceTransformerEmbedder(args.model, "cpu", args.batch_size, stage="bench")
-    st = embedder._st  # the very model object both paths use
+    st = embedder.st  # the very model object both paths use
     st.encode(texts[:64], batch_size=args.batch_size)  # warm-up (first call allocates)
     print(f"texts: {what} (mean {np.mean([len(t) for t in texts]):.0f} chars); model {embedder.model}; "
           f"batch {args.batch_size}; torch threads {__import__('torch').get_num_threads()}")

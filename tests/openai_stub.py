@@ -68,6 +68,7 @@ class StubState:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: one connection per client thread, as real servers
+    disable_nagle_algorithm = True  # headers and body are two writes: do not hold the second back
     state: StubState
 
     def log_message(self, fmt: str, *args: object) -> None:  # quiet

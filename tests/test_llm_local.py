@@ -12,14 +12,14 @@ from llm4cdsr.llm.embedders import CachedEmbedder, SentenceTransformerEmbedder
 def test_builtin_minilm_embeds_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     inner = SentenceTransformerEmbedder("", device="cpu", batch_size=8)
-    assert inner.model == "builtin:all-MiniLM-L6-v2" and inner.dim == 384
+    assert inner.model == "builtin:all-MiniLM-L6-v2" and inner._st is None  # loads on first use
     texts = ["The food item has the following attributes: name is Matcha Green Tea Powder.",
              "The food item has the following attributes: name is Organic Sencha Green Tea Bags.",
              "The kitchen item has the following attributes: name is Cast Iron Frying Pan, 12 inch."]
     with Cache(tmp_path / "c.sqlite") as cache:
         emb = CachedEmbedder(inner, cache, progress=False)
         v = emb.embed(texts)
-        assert v.shape == (3, 384) and v.dtype == np.float32
+        assert v.shape == (3, 384) and v.dtype == np.float32 and inner.dim == 384
         np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
         assert v[0] @ v[1] > v[0] @ v[2]  # tea is nearer tea than a pan
         again = CachedEmbedder(inner, cache, progress=False)

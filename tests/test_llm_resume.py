@@ -18,6 +18,7 @@ from llm4cdsr.llm.stages import item_texts, run_embed, run_profile
 from llm4cdsr.workspace import Workspace
 
 CHAT = "/v1/chat/completions"
+USERS = 30
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def reference(tmp_path_factory, synth_ds, stub):
     """An uninterrupted embed + profile run, and the number of distinct calls it needed."""
     root = tmp_path_factory.mktemp("ref")
     synth_ds.save(Workspace(root).dataset_dir)
-    cfg = load_config([], [f"workspace={root}", *stub_overrides(stub), "profile.max_users=60"])
+    cfg = load_config([], [f"workspace={root}", *stub_overrides(stub), f"profile.max_users={USERS}"])
     stub.reset_counts()
     run_embed(cfg)
     embed_texts = len(stub.state.embedded_texts)
@@ -40,11 +41,22 @@ def reference(tmp_path_factory, synth_ds, stub):
     return root, embed_texts, stub.counts[CHAT]
 
 
-def _start(ws, stub, command):
+# The stage run as a plain script (not the CLI, which imports every subcommand's libraries).
+_SCRIPT = """
+import sys
+from llm4cdsr.config import load_config
+from llm4cdsr.llm import stages
+cfg = load_config([], sys.argv[2:])
+getattr(stages, sys.argv[1])(cfg)
+"""
+
+
+def _start(ws, stub, stage):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    args = [sys.executable, "-m", "llm4cdsr", command, "-w", str(ws), *stub_overrides(stub), "profile.max_users=60",
-            "embed.concurrency=1", "profile.concurrency=2"]
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    overrides = [f"workspace={ws}", *stub_overrides(stub), f"profile.max_users={USERS}", "embed.concurrency=1",
+                 "profile.concurrency=2"]
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT, stage, *overrides], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
 
 
 def _kill_when(proc, condition, timeout=60.0):
@@ -58,6 +70,7 @@ def _kill_when(proc, condition, timeout=60.0):
         time.sleep(0.01)
     proc.kill()  # SIGKILL: no cleanup code runs
     proc.wait(timeout=30)
+    time.sleep(0.3)  # let the stub finish (and log) the requests the dead process had in flight
 
 
 def _fresh(tmp_path, reference):
@@ -69,7 +82,7 @@ def test_kill_during_embed_then_resume(tmp_path, stub, reference, synth_ds):
     ws = _fresh(tmp_path, reference)
     stub.reset_counts()
     stub.state.latency_s = 0.05
-    proc = _start(ws, stub, "embed")
+    proc = _start(ws, stub, "run_embed")
     try:
         _kill_when(proc, lambda: stub.counts["/v1/embeddings"] >= 5)
     finally:
@@ -79,7 +92,7 @@ def test_kill_during_embed_then_resume(tmp_path, stub, reference, synth_ds):
         cached = cache.counts()["embeddings"]
     assert 0 < cached < reference[1]
     stub.reset_counts()
-    cfg = load_config([], [f"workspace={ws}", *stub_overrides(stub), "profile.max_users=60"])
+    cfg = load_config([], [f"workspace={ws}", *stub_overrides(stub), f"profile.max_users={USERS}"])
     run_embed(cfg)
     assert len(stub.state.embedded_texts) == reference[1] - cached  # nothing finished before the kill was redone
     assert len(set(item_texts(synth_ds.items, cfg))) == reference[1]
@@ -91,13 +104,13 @@ def test_kill_during_embed_then_resume(tmp_path, stub, reference, synth_ds):
 
 def test_kill_during_profile_then_resume(tmp_path, stub, reference):
     ws = _fresh(tmp_path, reference)
-    cfg = load_config([], [f"workspace={ws}", *stub_overrides(stub), "profile.max_users=60"])
+    cfg = load_config([], [f"workspace={ws}", *stub_overrides(stub), f"profile.max_users={USERS}"])
     run_embed(cfg)
     stub.reset_counts()
     stub.state.latency_s = 0.02
-    proc = _start(ws, stub, "profile")
+    proc = _start(ws, stub, "run_profile")
     try:
-        _kill_when(proc, lambda: stub.counts[CHAT] >= 40)
+        _kill_when(proc, lambda: stub.counts[CHAT] >= 30)
     finally:
         stub.state.latency_s = 0.0
     assert not (ws / "profiles").exists()

@@ -93,7 +93,7 @@ class OpenAIChat:
         return self.client.post("chat/completions", payload, check)
 
     def complete_many(self, requests: list[ChatRequest]) -> Iterator[list[tuple[int, str]]]:
-        yield from run_concurrently(self.complete_one, requests, self.client.concurrency)
+        yield from run_concurrently(self.complete_one, requests, self.client.concurrency, self.client.pool)
 
 
 def builtin_gguf() -> tuple[str, str]:
@@ -112,7 +112,8 @@ def builtin_gguf() -> tuple[str, str]:
 class LocalGGUFChat:
     backend = "local-gguf"
 
-    def __init__(self, model: str = "", device: str = "cpu", batch_size: int = 8, stage: str = "profile"):
+    def __init__(self, model: str = "", device: str = "cpu", batch_size: int = 8, stage: str = "profile",
+                 threads: int = 0):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
@@ -131,6 +132,7 @@ class LocalGGUFChat:
             self.model = str(path)
         self.stage = stage
         self.batch_size = max(1, int(batch_size))
+        self.threads = int(threads)
         self._torch = torch
         self.device = device
         try:
@@ -151,9 +153,17 @@ class LocalGGUFChat:
         prompts = [self.tokenizer.apply_chat_template(r.as_messages(), tokenize=False, add_generation_prompt=True)
                    for r in requests]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
-        with self._torch.inference_mode():
-            out = self.lm.generate(**enc, max_new_tokens=max(r.max_tokens for r in requests), do_sample=False,
-                                   pad_token_id=self.tokenizer.pad_token_id)
+        # Token-by-token decoding of a small model is many tiny matrix products: extra threads
+        # mostly wait on each other, badly so when other processes hold the cores.
+        previous_threads = self._torch.get_num_threads()
+        if self.threads > 0:
+            self._torch.set_num_threads(self.threads)
+        try:
+            with self._torch.inference_mode():
+                out = self.lm.generate(**enc, max_new_tokens=max(r.max_tokens for r in requests), do_sample=False,
+                                       pad_token_id=self.tokenizer.pad_token_id)
+        finally:
+            self._torch.set_num_threads(previous_threads)
         new = out[:, enc["input_ids"].shape[1]:]  # (B, generated)
         texts = []
         for r, row in zip(requests, new):
@@ -259,5 +269,6 @@ def make_chat_backend(cfg: dict, stage: str = "profile") -> ChatBackend:
     if backend in ("local", "local-gguf"):
         from llm4cdsr.llm.embedders import resolve_device
 
-        return LocalGGUFChat(prof["chat_model"], resolve_device(cfg.get("device", "auto")), prof["local_batch_size"], stage)
+        return LocalGGUFChat(prof["chat_model"], resolve_device(cfg.get("device", "auto")), prof["local_batch_size"], stage,
+                             prof["local_threads"])
     raise LLMError(f"{stage}: profile.backend {backend!r} has no chat model (openai | local | template)")

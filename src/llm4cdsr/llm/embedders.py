@@ -11,10 +11,12 @@ batches in flight.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -85,17 +87,30 @@ class SentenceTransformerEmbedder:
             self.model = path
         self.stage = stage
         self._batch_size = int(batch_size)
-        try:
-            self._st = _load_sentence_transformer(path, resolve_device(device))
-        except (OSError, ValueError) as e:
-            raise LLMError(f"{stage}: cannot load sentence-transformers model {path}: {e}") from e
-        # Renamed in sentence-transformers 5; keep working with both.
-        get_dim = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
+        self._path = path
+        self._device = resolve_device(device)
+        self._st = None
+        self.dim: int | None = None
+        # The model loads on first use: a fully cached run needs only its name and settings.
+        config_file = Path(path) / "sentence_bert_config.json"
+        self._max_seq_length = json.loads(config_file.read_text()).get("max_seq_length") if config_file.is_file() else None
+
+    @property
+    def st(self):
+        if self._st is None:
+            try:
+                self._st = _load_sentence_transformer(self._path, self._device)
+            except (OSError, ValueError) as e:
+                raise LLMError(f"{self.stage}: cannot load sentence-transformers model {self._path}: {e}") from e
+            # Renamed in sentence-transformers 5; keep working with both.
+            get_dim = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
+            self.dim = int(get_dim())
+        return self._st
 
     @property
     def params(self) -> dict:
-        return {"max_seq_length": int(self._st.max_seq_length)}
+        max_seq = self._max_seq_length if self._max_seq_length is not None else self.st.max_seq_length
+        return {"max_seq_length": int(max_seq)}
 
     @property
     def batch_size(self) -> int:
@@ -106,7 +121,7 @@ class SentenceTransformerEmbedder:
         return 1
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:
-        vectors = self._st.encode(
+        vectors = self.st.encode(
             texts, batch_size=self._batch_size, show_progress_bar=False, convert_to_numpy=True
         )
         return np.asarray(vectors, dtype=np.float32)
@@ -196,7 +211,7 @@ class CachedEmbedder:
         """(len(texts), D) float32, row i for texts[i]."""
         n = len(texts)
         keys = make_keys(self.ns, texts)
-        found = self.cache.get_vectors(keys)
+        found = self.cache.get_vector_bytes(keys)  # raw float32 bytes: one join builds the matrix
         self.cache_hits += sum(1 for k in keys if k in found)
         # Unique missing texts, longest first in similar-length runs: less padding per batch.
         missing: dict[bytes, str] = {}
@@ -212,21 +227,28 @@ class CachedEmbedder:
                        dynamic_ncols=True, mininterval=1.0)
             try:
                 work = ([missing[k] for k in b] for b in batches)
-                for done in run_concurrently(self.inner.embed_batch, work, self.inner.concurrency):
+                for done in run_concurrently(self.inner.embed_batch, work, self.inner.concurrency,
+                                             getattr(getattr(self.inner, "client", None), "pool", None)):
                     batch_keys = [k for i, _ in done for k in batches[i]]
-                    vectors = np.concatenate([v for _, v in done], axis=0)
+                    vectors = np.ascontiguousarray(np.concatenate([v for _, v in done], axis=0), dtype="<f4")
                     self.cache.put_vectors(batch_keys, vectors)
                     self.calls += len(done)
                     for k, v in zip(batch_keys, vectors):
-                        found[k] = v
+                        found[k] = v.tobytes()
                     bar.update(len(batch_keys))
             finally:
                 bar.close()
             log.info("%s: embedded %d texts in %.1f s (%d from cache)", self.stage, len(order), time.perf_counter() - t0,
                      n - sum(1 for k in keys if k in missing))
         if n == 0:
+            if self.dim is None and hasattr(self.inner, "st"):
+                self.inner.st  # noqa: B018 -- loading the model tells its width
             return np.zeros((0, self.dim or 0), dtype=np.float32)
-        out = np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+        rows = [found[k] for k in keys]
+        width = len(rows[0])
+        if any(len(r) != width for r in rows):
+            raise LLMError(f"{self.stage}: cached vectors of {self.name} differ in width; delete the cache file to rebuild")
+        out = np.frombuffer(b"".join(rows), dtype="<f4").reshape(n, width // 4).astype(np.float32)  # writable copy
         if self.dim is None:
             self.inner.dim = out.shape[1]  # type: ignore[attr-defined]
         return out

@@ -23,8 +23,10 @@ def fit_pca(vectors: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarr
     k = min(n_components, n, d)
     if k < 1:
         raise ValueError(f"cannot fit PCA on {n} vectors of width {d}")
-    # "full" SVD is exact and deterministic; sizes here (tens of thousands x a few hundred) are cheap.
-    pca = PCA(n_components=k, svd_solver="full", random_state=seed)
+    # Exact and deterministic. With many more items than dimensions, the eigendecomposition of the
+    # D x D covariance is far cheaper than an SVD of the n x D matrix (36k x 384: ~1 s vs ~20 s).
+    solver = "covariance_eigh" if n >= 2 * d else "full"
+    pca = PCA(n_components=k, svd_solver=solver, random_state=seed)
     projected = pca.fit_transform(vectors.astype(np.float64))
     c = np.ascontiguousarray
     return (c(projected, dtype=np.float32), c(pca.mean_, dtype=np.float32), c(pca.components_, dtype=np.float32),

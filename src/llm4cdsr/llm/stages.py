@@ -46,7 +46,8 @@ __all__ = ["run_embed", "run_profile", "embed_is_current", "profile_is_current",
 # Keys that change how a stage runs but not what it makes: left out of the config hash.
 _EMBED_RUNTIME_KEYS = {"base_url", "api_key_env", "batch_size", "concurrency", "timeout_s", "max_retries", "backoff_s",
                        "backoff_max_s"}
-_PROFILE_RUNTIME_KEYS = {"base_url", "api_key_env", "concurrency", "local_batch_size", "timeout_s", "max_retries",
+_PROFILE_RUNTIME_KEYS = {"base_url", "api_key_env", "concurrency", "local_batch_size", "local_threads", "timeout_s",
+                         "max_retries",
                          "backoff_s", "backoff_max_s"}
 # With the template backend no chat setting matters; a changed prompt must not rebuild it.
 _PROFILE_LLM_KEYS = {"chat_model", "temperature", "analyzer_words", "summarizer_words", "length_slack",
@@ -227,7 +228,7 @@ def dry_run_profile(cfg: dict) -> dict:
         cached = cache.get_texts(keys)
     finally:
         cache.close()
-    todo = {k: r for k, r in zip(keys, requests) if k not in cached}
+    todo = {k: r for k, r in zip(keys, requests) if k not in cached}  # distinct prompts still to send
     n_summaries = int(sum(1 for uc in clusters if uc.clusters))
     # Tokens: ~4 characters per token in; the reply budget out (an upper bound). The summarizer's
     # input is the analyzer statements, at most analyzer_words * slack words each.
@@ -236,8 +237,8 @@ def dry_run_profile(cfg: dict) -> dict:
     out.update(
         chat_model=model,
         analyzer_calls=len(requests),
-        analyzer_calls_cached=len(requests) - len(todo),
-        analyzer_calls_to_make=len(todo),
+        analyzer_calls_cached=int(sum(1 for k in keys if k in cached)),
+        analyzer_calls_to_make=len(todo),  # users with the same recent titles in a cluster share one call
         summarizer_calls_at_most=n_summaries,
         retries_at_most="one per bad reply",
         estimated_prompt_tokens=int(sum(r.prompt_chars() for r in todo.values()) / 4 + summary_in),
