@@ -8,8 +8,9 @@ Paper settings (defaults/model.yaml, train.yaml: H 128, 2 blocks, 1 head, dropou
 max_len 50, alpha 0.1, beta 1). Each variant runs in a fresh subprocess, one after the other, so its
 peak resident memory (ru_maxrss) is its own. The LLM vectors and profiles are the workspace's; where
 one is missing, random stand-ins of the same widths (the cost does not depend on the values).
-With --batches N both variants time the same first N batches of the epoch's plan and the epoch
-time is extrapolated. The authors' code: ~406 s per epoch on this kind of machine (METHOD.md).
+Both variants time the same batches; they alternate over --rounds slices of the epoch (each slice
+a fresh subprocess per variant) so that load from other processes hits both alike. With --batches N
+only the first N batches are timed and the epoch time is extrapolated. The authors' code: ~406 s per epoch on this kind of machine (METHOD.md).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from llm4cdsr.training.batching import TrainBatches
 from llm4cdsr.training.run import dataset_info
 from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embeddings, ArtifactError
 
-ws, variant, n_batches, threads = Workspace(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ws, variant, first, count, threads = Workspace(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
 cfg = load_config([], ["workspace=" + str(ws.root)])
 ds = PreparedDataset.load(ws.dataset_dir)
@@ -61,12 +62,12 @@ optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
 batches = TrainBatches(split.train_offsets, split.train_items, ds.n_items, model.max_len, cfg["train"]["batch_size"],
                        seed=0, bucket_pool=cfg["train"]["bucket_pool"], dynamic_padding=(variant == "dynamic"))
 plan = batches.plan(1)
-todo = plan[:n_batches] if n_batches > 0 else plan
+todo = list(enumerate(plan))[first:first + count]
 model.train()
 start = time.perf_counter()
 cells = 0
 loss_sum = 0.0
-for i, users in enumerate(todo):
+for i, users in todo:
     batch = batches.build(users, 1, i)
     cells += batch["mixed_seq"].numel()
     out = model(batch)
@@ -81,8 +82,8 @@ print(json.dumps({"seconds": elapsed, "batches": len(todo), "plan_batches": len(
 """
 
 
-def run_child(ws: Path, variant: str, batches: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ws), variant, str(batches), str(threads)],
+def run_child(ws: Path, variant: str, first: int, count: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ws), variant, str(first), str(count), str(threads)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -92,22 +93,47 @@ def main() -> int:
     parser.add_argument("--workspace", type=Path, default=DEFAULT_WS, help=f"prepared workspace (default {DEFAULT_WS})")
     parser.add_argument("--batches", type=int, default=0, help="time only the first N batches of the epoch (default: all)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--rounds", type=int, default=4, help="slices the variants alternate over (default 4)")
     args = parser.parse_args()
     if not (args.workspace / "dataset" / "meta.json").is_file():
         print(f"SKIPPED: no prepared dataset at {args.workspace}/dataset (run `llm4cdsr prepare` on Food x Kitchen first)")
         return 0
     started = time.perf_counter()
-    ours = run_child(args.workspace, "dynamic", args.batches, args.threads)
-    padded = run_child(args.workspace, "padded", args.batches, args.threads)
+    # The variants alternate over slices of the epoch, so that a change in the machine's load
+    # during the benchmark hits both alike; the figures add up over the slices.
+    total = min(args.batches or 10 ** 9, _epoch_batches(args.workspace))
+    slice_size = -(-total // args.rounds)
+    ours: dict = {}
+    padded: dict = {}
+    for first in range(0, total, slice_size):
+        for variant, acc in (("dynamic", ours), ("padded", padded)):
+            _accumulate(acc, run_child(args.workspace, variant, first, min(slice_size, total - first), args.threads))
     for note in ours["notes"]:
         print(f"note: {note}")
     scale = ours["plan_batches"] / ours["batches"]
     for name, r in (("bucketed + dynamic padding", ours), ("padded to max_len", padded)):
         print(f"{name:28s} {r['batches']} batches {r['seconds']:7.1f} s -> {r['seconds'] * scale:7.1f} s/epoch, "
-              f"{r['cells'] / r['batches']:7.0f} cells/batch, mean loss {r['mean_loss']:.4f}, peak RSS {r['maxrss_mb']:.0f} MB")
+              f"{r['cells'] / r['batches']:7.0f} cells/batch, mean loss {r['loss_sum'] / r['batches']:.4f}, "
+              f"peak RSS {r['maxrss_mb']:.0f} MB")
     print(f"speed-up: {padded['seconds'] / ours['seconds']:.1f}x (target >= 4x); "
           f"vs the authors' ~406 s/epoch: {406 / (ours['seconds'] * scale):.1f}x; bench wall {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _epoch_batches(workspace: Path) -> int:
+    from llm4cdsr.config import load_config
+    from llm4cdsr.data.dataset import PreparedDataset
+
+    lengths = PreparedDataset.load(workspace / "dataset").split().train_lengths
+    return -(-int((lengths >= 2).sum()) // load_config()["train"]["batch_size"])
+
+
+def _accumulate(acc: dict, r: dict) -> None:
+    for key in ("seconds", "batches", "cells"):
+        acc[key] = acc.get(key, 0) + r[key]
+    acc["loss_sum"] = acc.get("loss_sum", 0.0) + r["mean_loss"] * r["batches"]
+    acc["maxrss_mb"] = max(acc.get("maxrss_mb", 0.0), r["maxrss_mb"])
+    acc["plan_batches"], acc["notes"] = r["plan_batches"], r["notes"]
 
 
 if __name__ == "__main__":
