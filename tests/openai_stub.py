@@ -59,6 +59,8 @@ class StubState:
         self.chat_prompts: list[str] = []
         self.auth_headers: set[str] = set()
         self.faults: deque = deque()
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests the server held at once: what the client's concurrency really was
         self.reply_fn: Callable[[str], str] = default_reply
 
     def next_fault(self) -> tuple[str, str] | None:
@@ -94,6 +96,15 @@ class _Handler(BaseHTTPRequestHandler):
             auth = self.headers.get("Authorization")
             if auth:
                 st.auth_headers.add(auth)
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        try:
+            self._answer(st, raw, path)
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+
+    def _answer(self, st: StubState, raw: bytes, path: str) -> None:
         if st.latency_s:
             time.sleep(st.latency_s)
         fault = st.next_fault()
@@ -169,6 +180,13 @@ class OpenAIStub:
             self.state.counts.clear()
             self.state.embedded_texts.clear()
             self.state.chat_prompts.clear()
+            self.state.max_in_flight = 0
+
+    def wait_idle(self, timeout_s: float = 5.0) -> None:
+        """Until no request is held (a 'timeout' fault holds one after its client gave up)."""
+        deadline = time.monotonic() + timeout_s
+        while self.state.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def start(self) -> "OpenAIStub":
         self.thread.start()

@@ -22,6 +22,7 @@ def stub():
 @pytest.fixture(autouse=True)
 def _clean(stub):
     stub.state.faults.clear()
+    stub.wait_idle()
     stub.reset_counts()
     stub.state.latency_s = 0.0
 
@@ -101,10 +102,8 @@ def test_cached_chat_and_concurrency(stub, tmp_path):
     requests = [ChatRequest((("user", f"q{i}"),), 20) for i in range(16)]
     with Cache(tmp_path / "c.sqlite") as cache:
         chat = CachedChat(OpenAIChat("m", stub.url, api_key_env="", concurrency=8, policy=FAST), cache, progress=False)
-        t0 = time.perf_counter()
         replies = chat.complete(requests)
-        elapsed = time.perf_counter() - t0
         assert stub.counts["total"] == 16 and chat.calls == 16
-        assert elapsed < 16 * 0.05 / 2  # ran in parallel
+        assert 1 < stub.state.max_in_flight <= 8  # in parallel, never past the limit
         assert all(r.startswith(("This", "The")) for r in replies)
         assert chat.complete(requests) == replies and stub.counts["total"] == 16

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from openai_stub import OpenAIStub, stub_overrides
+from openai_stub import OpenAIStub, default_reply, stub_overrides
 from safetensors.numpy import load_file
 
 from llm4cdsr.config import load_config
@@ -36,7 +36,7 @@ def _clean(stub):
     stub.state.faults.clear()
     stub.reset_counts()
     stub.state.latency_s = 0.0
-    stub.state.reply_fn = stub.state.reply_fn.__class__ and __import__("openai_stub").default_reply
+    stub.state.reply_fn = default_reply
 
 
 @pytest.fixture(scope="module")

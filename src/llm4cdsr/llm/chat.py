@@ -60,14 +60,14 @@ class OpenAIChat:
     backend = "openai"
 
     def __init__(self, model: str, base_url: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
-                 temperature: float = 0.0, seed: int | None = None, policy: RetryPolicy = RetryPolicy(),
+                 temperature: float = 0.0, seed: int | None = None, policy: RetryPolicy | None = None,
                  stage: str = "profile"):
         if not model:
             raise LLMError(f"{stage}: the openai chat backend needs a model name (profile.chat_model)")
         self.model = model
         self.temperature = float(temperature)
         self.seed = seed
-        self.client = OpenAIClient(base_url, api_key_env, policy, concurrency, stage)
+        self.client = OpenAIClient(base_url, api_key_env, policy or RetryPolicy(), concurrency, stage)
 
     @property
     def params(self) -> dict:

@@ -138,7 +138,7 @@ class OpenAIEmbedder:
         batch_size: int = 64,
         concurrency: int = 4,
         dimensions: int = 0,
-        policy: RetryPolicy = RetryPolicy(),
+        policy: RetryPolicy | None = None,
         stage: str = "embed",
     ):
         if not model:
@@ -147,7 +147,7 @@ class OpenAIEmbedder:
         self.stage = stage
         self.dimensions = int(dimensions)
         self._batch_size = int(batch_size)
-        self.client = OpenAIClient(base_url, api_key_env, policy, concurrency, stage)
+        self.client = OpenAIClient(base_url, api_key_env, policy or RetryPolicy(), concurrency, stage)
         self.dim: int | None = self.dimensions or None
 
     @property

@@ -76,12 +76,12 @@ class OpenAIClient:
         self,
         base_url: str,
         api_key_env: str = "OPENAI_API_KEY",
-        policy: RetryPolicy = RetryPolicy(),
+        policy: RetryPolicy | None = None,
         concurrency: int = 4,
         stage: str = "llm",
     ):
         self.base_url = base_url.rstrip("/")
-        self.policy = policy
+        self.policy = policy or RetryPolicy()
         self.concurrency = max(1, int(concurrency))
         self.stage = stage
         self.api_key_env = api_key_env
