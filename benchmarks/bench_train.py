@@ -11,11 +11,14 @@ one is missing, random stand-ins of the same widths (the cost does not depend on
 Both variants time the same batches; they alternate over --rounds slices of the epoch (each slice
 a fresh subprocess per variant) so that load from other processes hits both alike. With --batches N
 only the first N batches are timed and the epoch time is extrapolated. The authors' code: ~406 s per epoch on this kind of machine (METHOD.md).
+OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless set): spinning threads collapse
+throughput when other processes share the cores.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -83,8 +86,12 @@ print(json.dumps({"seconds": elapsed, "batches": len(todo), "plan_batches": len(
 
 
 def run_child(ws: Path, variant: str, first: int, count: int, threads: int) -> dict:
+    # OpenMP threads that spin while another process holds a core slow a shared machine down
+    # several times over; passive waiting unless the caller chose otherwise.
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     out = subprocess.run([sys.executable, "-c", CHILD, str(ws), variant, str(first), str(count), str(threads)],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
