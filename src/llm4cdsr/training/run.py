@@ -135,13 +135,13 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         state = trainer.fit(resume)
         if state["best_epoch"] == 0:
             raise RunError(f"{run_dir}: no epoch was trained (train.epochs = {train_cfg['epochs']})")
-        model.load_state_dict(load_file(str(run_dir / BEST_WEIGHTS), device=str(device)))
-    elif rank == 0:
-        save_weights(model, run_dir / BEST_WEIGHTS)
     train_s = time.perf_counter() - started
-
-    if rank != 0:
+    if rank != 0:  # rank 0 alone evaluates and writes
         return {}
+    if model.trainable:
+        model.load_state_dict(load_file(str(run_dir / BEST_WEIGHTS), device=str(device)))
+    else:
+        save_weights(model, run_dir / BEST_WEIGHTS)
     started = time.perf_counter()
     results: dict[str, Any] = {
         "model": model_cfg["name"], "run": run_dir.name, "seed": cfg["seed"],
@@ -255,7 +255,8 @@ def _prepare_folder(run_dir: Path, cfg: dict, resume: bool) -> None:
         if changed:
             raise RunError(f"{run_dir}: --resume with a different config ({', '.join('.'.join(k) for k in changed)})")
     atomic_write_text(saved, dump_config(cfg))
-    atomic_write_text(run_dir / "command.txt", shlex.join(sys.argv) + "\n")
+    with open(run_dir / "command.txt", "a" if resume else "w", encoding="utf-8") as f:  # a resume adds its line
+        f.write(shlex.join(sys.argv) + "\n")
 
 
 def _diff(a: Any, b: Any, prefix: tuple = ()) -> list[tuple]:
