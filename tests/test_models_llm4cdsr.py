@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llm4cdsr.config import load_config
-from llm4cdsr.models import MODEL_NAMES, _build, build_model, model_needs, pad_histories
+from llm4cdsr.models import MODEL_NAMES, build_model, model_needs, model_shell, pad_histories
 from llm4cdsr.models.base import domain_subsequence, soft_contrastive_loss
 
 torch.set_num_threads(1)
@@ -156,7 +156,7 @@ def test_scoring_interface(name):
             cands = torch.tensor([[1, 2, N_ITEMS[d]]] * 3)
             torch.testing.assert_close(model.score(states, d, cands), full.gather(1, cands))
     # a saved model loads into a shell built without vectors and scores the same
-    shell = _build(_cfg(name=name), INFO, None, None, loading=True)
+    shell = model_shell(_cfg(name=name), INFO)
     shell.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(shell.eval().score(shell.user_states(seq), 1), model.score(states, 1))

@@ -3,8 +3,8 @@
     model = build_model(model_cfg, dataset_info, item_vectors=None, profile_vectors=None)
 
 model_cfg: the `model` config section (defaults/model.yaml). dataset_info: {"domains": [A, B],
-"n_items": [n_A, n_B], "n_users": U} (plus "global_dim" / "profile_dim", which `load_run` uses to
-build a shell for saved weights). item_vectors: anything with `.global_pca` (N + 1, d_g) by global
+"n_items": [n_A, n_B], "n_users": U} (plus "global_dim" / "profile_dim", which `model_shell`
+uses to build a model for saved weights without the vectors). item_vectors: anything with `.global_pca` (N + 1, d_g) by global
 id and `.local_pca` (two arrays (n_d + 1, H) by local id), e.g. `workspace.ItemVectors`.
 profile_vectors: (U, D) user profile embeddings, read in training only (beta > 0).
 
@@ -47,7 +47,7 @@ MODEL_NAMES = ("llm4cdsr", "sasrec_mixed", "sasrec_mixed_llm", "sasrec_single", 
 
 __all__ = [
     "MODEL_NAMES", "Recommender", "LLM4CDSR", "LLM4CDSRConfig", "SASRecEncoder", "EncoderConfig",
-    "SASRecSingle", "GRU4Rec", "Popularity", "build_model", "model_needs", "pad_histories",
+    "SASRecSingle", "GRU4Rec", "Popularity", "build_model", "model_shell", "model_needs", "pad_histories",
 ]
 
 
@@ -64,6 +64,12 @@ def model_needs(model_cfg: dict[str, Any]) -> set[str]:
 
 def build_model(model_cfg: dict[str, Any], dataset_info: dict[str, Any], item_vectors=None, profile_vectors=None) -> Recommender:
     return _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading=False)
+
+
+def model_shell(model_cfg: dict[str, Any], dataset_info: dict[str, Any]) -> Recommender:
+    """The model with zero placeholders (of dataset_info's widths) where LLM vectors go, ready for
+    `load_state_dict` of saved weights (which hold the vectors)."""
+    return _build(model_cfg, dataset_info, None, None, loading=True)
 
 
 def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool) -> Recommender:

@@ -35,8 +35,7 @@ from safetensors.torch import load_file
 from llm4cdsr.config import dump_config
 from llm4cdsr.data.dataset import PreparedDataset, Split
 from llm4cdsr.io import read_json, write_json
-from llm4cdsr.models import build_model
-from llm4cdsr.models import _build as _build_model
+from llm4cdsr.models import build_model, model_shell
 from llm4cdsr.models.base import Recommender
 from llm4cdsr.training.batching import TrainBatches
 from llm4cdsr.training.candidates import dataset_fingerprint, load_or_draw
@@ -220,7 +219,7 @@ def load_run(run_dir: Path) -> tuple[Recommender, dict, dict]:
         raise RunError(f"{run_dir}: no {BEST_WEIGHTS}; the run has not finished an epoch")
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     info = read_json(run_dir / "dataset_info.json")
-    model = _build_model(cfg["model"], info, None, None, loading=True)
+    model = model_shell(cfg["model"], info)
     model.load_state_dict(load_file(str(run_dir / BEST_WEIGHTS)))
     model.eval()
     return model, cfg, info
