@@ -70,14 +70,16 @@ def reduce_overlap(dataset: PreparedDataset, split: Split, ratio: float, seed: i
 
 
 def run_overlap(cfg: dict, ratios: list[float], models: list[str], out_dir: Path, dataset: PreparedDataset,
-                item_vectors=None, profiles: np.ndarray | None = None, users: int = 0) -> pd.DataFrame:
+                item_vectors=None, users: int = 0) -> pd.DataFrame:
     """Train every model at every ratio; write results.csv, results.md and overlap.png into out_dir."""
     from llm4cdsr.models import model_needs
     from llm4cdsr.training.run import train_run
 
+    if any("profiles" in model_needs(dict(cfg["model"], name=name)) for name in models):
+        # Profiles are made from the full training histories: a user reduced to one domain would
+        # still carry the other domain in their profile, which is what the experiment removes.
+        raise ValueError("the overlap experiment trains without user profiles (they would leak the removed domain): set model.beta=0")
     dataset = subsample_users(dataset, users, cfg["seed"])
-    if profiles is not None and users:
-        raise ValueError("profiles cannot follow a user subsample; run the overlap experiment with model.beta=0")
     split = dataset.split()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -92,8 +94,7 @@ def run_overlap(cfg: dict, ratios: list[float], models: list[str], out_dir: Path
             run_dir = out_dir / "runs" / f"{name}-overlap{ratio:g}"
             resume = (run_dir / "checkpoint.pt").is_file() or (run_dir / "results.json").is_file()
             results = train_run(run_cfg, run_dir, dataset, split=reduced,
-                                item_vectors=item_vectors if "item_vectors" in needs else None,
-                                profiles=profiles if "profiles" in needs else None, resume=resume)
+                                item_vectors=item_vectors if "item_vectors" in needs else None, resume=resume)
             for mode in ("sampled", "full"):
                 block = results["test"][mode]
                 row = {"ratio": ratio, "model": name, "mode": mode, "best_epoch": results["best_epoch"], **info}

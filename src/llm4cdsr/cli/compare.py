@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", "-r", metavar="RUN", help="reference run for the t-test (default: the first RUN)")
     p.add_argument("--metric", default="ndcg@10", help="metric of the per-domain columns and the t-test (default ndcg@10)")
     p.add_argument("--mode", default="sampled", choices=("sampled", "full"), help="evaluation mode of those (default sampled)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.set_defaults(func=run)
 
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     reference = _find(args.reference, args.workspace) if args.reference else runs[0]
     if reference not in runs:
         runs.insert(0, reference)
-    print(compare_table(runs, reference, args.metric, args.mode))
+    print(compare_table(runs, reference, args.metric, args.mode, markdown=args.markdown))
     return 0
 
 
@@ -42,7 +43,7 @@ def _find(name: str, workspace: str) -> Path:
     raise CliError(f"{name}: no finished run there (no results.json), nor under {workspace}/runs")
 
 
-def compare_table(runs: list[Path], reference: Path, metric: str, mode: str) -> str:
+def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, markdown: bool = False) -> str:
     import numpy as np
     import pandas as pd
     import yaml
@@ -90,10 +91,13 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str) -> 
             p = stats.ttest_rel(a[ok], b[ok]).pvalue
             cells += [f"{(a[ok] - b[ok]).mean():+.4f}", f"{p:.2g}"]
         rows.append(cells)
+    title = f"test metrics (mean ± std over runs); t-test of per-user {metric} ({mode}) against {reference.name}"
+    if markdown:
+        lines = [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
     fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths))  # noqa: E731
-    lines = [f"test metrics (mean ± std over runs); t-test of per-user {metric} ({mode}) against {reference.name}",
-             fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    lines = [title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
     return "\n".join(lines)
 
 

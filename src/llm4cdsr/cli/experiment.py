@@ -33,14 +33,15 @@ def main(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     ws = Workspace(cfg["workspace"])
     dataset = PreparedDataset.load(ws.dataset_dir)
-    vectors = profiles = None
+    vectors = None
     for name in models:
-        v, p = load_llm_inputs(dict(cfg, model=dict(cfg["model"], name=name)), dataset)
+        if name == "llm4cdsr" and cfg["model"]["beta"] > 0:
+            raise CliError("the overlap experiment trains without user profiles (they would leak the removed domain): add model.beta=0")
+        v, _ = load_llm_inputs(dict(cfg, model=dict(cfg["model"], name=name, beta=0.0)), dataset)
         vectors = vectors if v is None else v
-        profiles = profiles if p is None else p
     out = Path(args.out) if args.out else ws.root / "experiments" / "overlap"
     try:
-        table = run_overlap(cfg, ratios, models, out, dataset, vectors, profiles, users=args.users)
+        table = run_overlap(cfg, ratios, models, out, dataset, vectors, users=args.users)
     except ValueError as e:
         raise CliError(str(e)) from e
     print((out / "results.md").read_text(encoding="utf-8"))

@@ -1,0 +1,108 @@
+"""LLM4CDSR against every baseline and ablation on Food x Kitchen, with one budget for all.
+
+    python benchmarks/food_kitchen_comparison.py [--seeds 42,43,44] [--epochs 200] [--jobs 2]
+
+Every run goes through `llm4cdsr run -c food-kitchen` (hidden 128, 2 blocks, 1 head, dropout 0.5,
+batch 128, max_len 50, lr 1e-3, patience 5) with only the variant's keys changed, in one shared
+workspace, so every model is scored on the same saved sampled candidates. Finished runs are
+skipped, an interrupted one resumes from its checkpoint: run it again to continue. `--jobs N`
+trains N runs at once, each on cores / N threads. At the end it writes the comparison table
+(mean and std over seeds; paired t-test of per-user ndcg@10 against LLM4CDSR) to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# label -> overrides of the preset. The first is the reference of the t-tests.
+VARIANTS: dict[str, list[str]] = {
+    "llm4cdsr": [],
+    "sasrec_mixed": ["model.name=sasrec_mixed"],
+    "sasrec_mixed_llm": ["model.name=sasrec_mixed_llm"],
+    "sasrec_single": ["model.name=sasrec_single"],
+    "gru4rec": ["model.name=gru4rec"],
+    "pop": ["model.name=pop"],
+    "ablation-id_global": ["model.global_item=id"],
+    "ablation-random_local": ["model.local_init=random"],
+    "ablation-alpha0": ["model.alpha=0"],
+    "ablation-beta0": ["model.beta=0"],
+    "ablation-freeze_local_flipped": ["FLIP_FREEZE"],
+    "reference-noncausal": ["model.causal=false"],
+}
+
+
+def run_one(label: str, seed: int, args, threads: int) -> tuple[str, int, float]:
+    overrides = list(VARIANTS[label])
+    if overrides == ["FLIP_FREEZE"]:
+        from llm4cdsr.config import load_config
+
+        frozen = load_config([args.config])["model"]["freeze_local"]
+        overrides = [f"model.freeze_local={'false' if frozen else 'true'}"]
+    cmd = [sys.executable, "-m", "llm4cdsr", "run", "-c", args.config, "-w", args.workspace,
+           f"seed={seed}", f"train.epochs={args.epochs}", "train.progress=false", f"train.num_threads={threads}",
+           "run.stages=[prepare,embed,profile,train]", f"run.name={label}-seed{seed}", *overrides]
+    log = Path(args.workspace) / "logs" / f"{label}-seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as f:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    return label, rc, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="food-kitchen")
+    parser.add_argument("--workspace", default=str(ROOT / "workspace-food-kitchen"))
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--epochs", type=int, default=200, help="most epochs per run (early stopping: patience 5)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="labels to run, in order")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-comparison.md"))
+    parser.add_argument("--table-only", action="store_true", help="only write the table of the finished runs")
+    args = parser.parse_args()
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    labels = [v for v in args.variants.split(",") if v]
+    unknown = set(labels) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+    if not args.table_only:
+        # The LLM stages must exist before parallel runs start, or two jobs would build them at once.
+        first = run_one(labels[0], seeds[0], args, os.cpu_count() or 1)
+        print(f"{first[0]} seed {seeds[0]}: rc {first[1]}, {first[2]:.0f} s", flush=True)
+        todo = [(label, seed) for seed in seeds for label in labels][1:]
+        threads = max((os.cpu_count() or 1) // args.jobs, 1)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for label, rc, seconds in pool.map(lambda t: run_one(t[0], t[1], args, threads), todo):
+                print(f"{label}: rc {rc}, {seconds:.0f} s", flush=True)
+    write_table(args, labels, seeds)
+    return 0
+
+
+def write_table(args, labels: list[str], seeds: list[int]) -> None:
+    from llm4cdsr.cli.compare import compare_table
+
+    runs_dir = Path(args.workspace) / "runs"
+    runs = [runs_dir / f"{label}-seed{s}" for label in labels for s in seeds if (runs_dir / f"{label}-seed{s}" / "results.json").is_file()]
+    if not runs:
+        print("no finished runs yet")
+        return
+    reference = next((r for r in runs if r.name.startswith(labels[0] + "-")), runs[0])
+    parts = []
+    for mode in ("sampled", "full"):
+        parts.append(compare_table(runs, reference, "ndcg@10", mode, markdown=True))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    print(out.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
