@@ -128,8 +128,9 @@ class Trainer:
         indices = [(self.rank + i * self.world) % len(plan) for i in range(per_rank)]
         sums: dict[str, torch.Tensor] = {}
         started = time.perf_counter()
+        # disable=None: tqdm stays quiet when stderr is not a terminal (log files, batch jobs).
         bar = tqdm(indices, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
-                   disable=not self.cfg.progress or self.rank != 0)
+                   disable=True if not self.cfg.progress or self.rank != 0 else None)
         for step, index in enumerate(bar):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in self.batches.build(plan[index], epoch, index).items()}
             out = net(batch)
