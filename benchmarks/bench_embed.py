@@ -1,7 +1,7 @@
 """Embed-stage throughput vs raw sentence-transformers `encode`, side by side on the same texts.
 
 Both paths use the same loaded model (the packaged all-MiniLM-L6-v2 by default) on the same texts:
-  raw:  SentenceTransformer.encode(texts, batch_size)
+  raw:  SentenceTransformer.encode(texts, batch_size), from the main thread and from a worker thread
   ours: CachedEmbedder.embed(texts) with an empty cache: text hashing, cache look-ups, batching by
         length, encode per batch, cache commits, progress bar -- what `llm4cdsr embed` runs.
 Rounds alternate (raw, ours, raw, ours, ...) so that load from other processes hits both alike;
@@ -16,6 +16,7 @@ import argparse
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,10 +62,18 @@ def main() -> None:
           f"batch {args.batch_size}; torch threads {__import__('torch').get_num_threads()}")
 
     raw_rates, our_rates = [], []
+    worker = ThreadPoolExecutor(max_workers=1)
     for r in range(args.rounds):
+        # Raw encode twice: called from the main thread (plain use), and from a worker thread as
+        # the stage calls it. On a busy machine the thread alone changed the rate ~1.8x here, so
+        # the stage is compared with the better of the two.
         t0 = time.perf_counter()
         raw = st.encode(texts, batch_size=args.batch_size, show_progress_bar=False, convert_to_numpy=True)
-        raw_rates.append(len(texts) / (time.perf_counter() - t0))
+        raw_main = len(texts) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        worker.submit(st.encode, texts, batch_size=args.batch_size, show_progress_bar=False).result()
+        raw_worker = len(texts) / (time.perf_counter() - t0)
+        raw_rates.append(max(raw_main, raw_worker))
         with tempfile.TemporaryDirectory() as tmp, Cache(Path(tmp) / "cache.sqlite") as cache:
             ours_embedder = CachedEmbedder(embedder, cache, stage="bench", progress=False)
             t0 = time.perf_counter()
@@ -75,10 +84,11 @@ def main() -> None:
             cached_s = time.perf_counter() - t0
         np.testing.assert_allclose(ours, raw, atol=2e-5)  # same vectors, whatever the batching
         assert np.array_equal(again, ours)
-        print(f"round {r + 1}: raw encode {raw_rates[-1]:7.1f} texts/s | embed stage {our_rates[-1]:7.1f} texts/s | "
+        print(f"round {r + 1}: raw encode {raw_main:7.1f} texts/s (main thread), {raw_worker:7.1f} (worker thread) | "
+              f"embed stage {our_rates[-1]:7.1f} texts/s | "
               f"cached re-run {cached_s * 1000:.0f} ms")
     ratio = max(our_rates) / max(raw_rates)
-    print(f"best: raw encode {max(raw_rates):.1f} texts/s, embed stage {max(our_rates):.1f} texts/s, "
+    print(f"best: raw encode {max(raw_rates):.1f} texts/s (better thread), embed stage {max(our_rates):.1f} texts/s, "
           f"ratio {ratio:.3f} (target >= 0.90: {'PASS' if ratio >= 0.9 else 'FAIL'})")
 
 
