@@ -7,8 +7,18 @@ import torch
 
 from llm4cdsr.data.dataset import Split
 from llm4cdsr.models.base import Recommender
-from llm4cdsr.training.evaluate import EvalInputs, _bucket_labels, eval_inputs, rank_targets
-from llm4cdsr.training.metrics import metrics_from_ranks, parse_metric, per_user, target_rank
+from llm4cdsr.training.evaluate import (
+    EvalInputs,
+    _bucket_labels,
+    eval_inputs,
+    rank_targets,
+)
+from llm4cdsr.training.metrics import (
+    metrics_from_ranks,
+    parse_metric,
+    per_user,
+    target_rank,
+)
 
 
 def test_metrics_match_hand_computed_values():
@@ -100,7 +110,10 @@ def test_rank_targets_matches_brute_force(integer):
         kept = histories[u][-model.max_len:]
         state = model.user_states(torch.tensor(kept)[None])[0, d].numpy()
         table = model.tables[d].numpy()
-        score = lambda g: float(np.dot(state, table[g - off]))  # noqa: E731
+
+        def score(g, state=state, table=table, off=off):
+            return float(np.dot(state, table[g - off]))
+
         t = score(targets[u])
         others = [score(g) for g in negatives[u]]
         assert got["sampled"][u] == sum(s > t for s in others) + 0.5 * sum(s == t for s in others)

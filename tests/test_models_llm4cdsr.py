@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from llm4cdsr.config import load_config
-from llm4cdsr.models import MODEL_NAMES, build_model, model_needs, model_shell, pad_histories
+from llm4cdsr.models import (
+    MODEL_NAMES,
+    build_model,
+    model_needs,
+    model_shell,
+    pad_histories,
+)
 from llm4cdsr.models.base import domain_subsequence, soft_contrastive_loss
 
 torch.set_num_threads(1)

@@ -5,7 +5,12 @@ import torch
 from llm4cdsr.config import load_config
 from llm4cdsr.data.synth import synth_dataset
 from llm4cdsr.models import build_model
-from llm4cdsr.training.batching import MembershipIndex, TrainBatches, left_pad, sample_negatives
+from llm4cdsr.training.batching import (
+    MembershipIndex,
+    TrainBatches,
+    left_pad,
+    sample_negatives,
+)
 
 torch.set_num_threads(1)
 

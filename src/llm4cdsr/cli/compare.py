@@ -96,7 +96,7 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
         lines = [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-    fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths))  # noqa: E731
+    fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths))
     lines = [title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
     return "\n".join(lines)
 

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         results = train_run(cfg, run_dir, dataset, item_vectors=vectors, profiles=profiles, resume=args.resume)
     except (RunError, TrainingError, CandidateError) as e:
         raise CliError(str(e)) from e
-    if int(os.environ.get("RANK", 0)) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run_dir}")
         print(format_results(results))
     return 0

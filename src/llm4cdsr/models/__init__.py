@@ -46,8 +46,19 @@ from llm4cdsr.models.sasrec import EncoderConfig, SASRecEncoder
 MODEL_NAMES = ("llm4cdsr", "sasrec_mixed", "sasrec_mixed_llm", "sasrec_single", "gru4rec", "pop")
 
 __all__ = [
-    "MODEL_NAMES", "Recommender", "LLM4CDSR", "LLM4CDSRConfig", "SASRecEncoder", "EncoderConfig",
-    "SASRecSingle", "GRU4Rec", "Popularity", "build_model", "model_shell", "model_needs", "pad_histories",
+    "LLM4CDSR",
+    "MODEL_NAMES",
+    "EncoderConfig",
+    "GRU4Rec",
+    "LLM4CDSRConfig",
+    "Popularity",
+    "Recommender",
+    "SASRecEncoder",
+    "SASRecSingle",
+    "build_model",
+    "model_needs",
+    "model_shell",
+    "pad_histories",
 ]
 
 

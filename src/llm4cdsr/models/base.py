@@ -14,7 +14,7 @@ the scalar "loss" and detached parts for logging.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -83,7 +83,7 @@ class GRU4Rec(Recommender):
 
     def encode(self, mixed_seq: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded -> (B, L, H) states; padding steps are 0 and never feed the GRU."""
-        batch, length = mixed_seq.shape
+        length = mixed_seq.shape[1]
         real = mixed_seq > 0  # (B, L)
         n_real = real.sum(1).clamp(min=1)  # (B,)
         steps = torch.arange(length, device=mixed_seq.device)[None, :]  # (1, L)

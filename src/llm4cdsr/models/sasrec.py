@@ -137,7 +137,7 @@ class SASRecEncoder(nn.Module):
         `last_only` (scoring: the last block then computes one query per user instead of L).
         `scale` multiplies the item vectors (default sqrt(H)); the authors scale by the width of the
         table the vectors come from."""
-        batch, length, hidden = item_vectors.shape
+        length, hidden = item_vectors.shape[1:]
         if length > self.cfg.max_len:
             raise ValueError(f"sequence of {length} steps exceeds max_len {self.cfg.max_len}; truncate it first")
         first_real = length - real.sum(1)  # (B,): left padding

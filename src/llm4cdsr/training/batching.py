@@ -101,7 +101,7 @@ class TrainBatches:
         self.membership = MembershipIndex(self.offsets, self.items, sum(self.n_items))
 
     def __len__(self) -> int:
-        return -(-len(self.users) // self.batch_size)
+        return int(-(-len(self.users) // self.batch_size))
 
     def plan(self, epoch: int) -> list[np.ndarray]:
         """The batches (arrays of user indices) of one epoch, bucketed by length, in shuffled order."""

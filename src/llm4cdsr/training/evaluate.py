@@ -12,8 +12,8 @@ matrix product against the domain's item table, computed once per evaluation.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import pandas as pd

@@ -11,7 +11,7 @@ popularity does, and neither pessimistic nor optimistic tie counting would be fa
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch

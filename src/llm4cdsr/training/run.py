@@ -39,9 +39,22 @@ from llm4cdsr.models import build_model, model_shell
 from llm4cdsr.models.base import Recommender
 from llm4cdsr.training.batching import TrainBatches
 from llm4cdsr.training.candidates import dataset_fingerprint, load_or_draw
-from llm4cdsr.training.evaluate import MODES, eval_inputs, rank_targets, summarize, user_frame
+from llm4cdsr.training.evaluate import (
+    MODES,
+    eval_inputs,
+    rank_targets,
+    summarize,
+    user_frame,
+)
 from llm4cdsr.training.metrics import metrics_from_ranks, parse_metric
-from llm4cdsr.training.trainer import BEST_WEIGHTS, CHECKPOINT, Trainer, TrainerConfig, atomic_write_text, save_weights
+from llm4cdsr.training.trainer import (
+    BEST_WEIGHTS,
+    CHECKPOINT,
+    Trainer,
+    TrainerConfig,
+    atomic_write_text,
+    save_weights,
+)
 from llm4cdsr.workspace import Workspace
 
 log = logging.getLogger("llm4cdsr.training")
@@ -282,7 +295,7 @@ def _attach_log(path: Path) -> logging.Handler:
 
 def resolve_device(name: str) -> torch.device:
     """auto: cuda if available (cuda:LOCAL_RANK under torchrun), else cpu."""
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if name == "cuda" and "LOCAL_RANK" in os.environ:
@@ -292,7 +305,7 @@ def resolve_device(name: str) -> torch.device:
 
 def _init_distributed(cfg: dict) -> bool:
     """Join the process group torchrun set up (gloo on CPU, nccl on GPU); True if this call made it."""
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
     device = resolve_device(cfg.get("device", "auto"))
     if device.type == "cuda":

@@ -21,9 +21,10 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class TrainerConfig:
     tensorboard: bool = False
 
     @classmethod
-    def from_section(cls, train: dict, score_key: str) -> "TrainerConfig":
+    def from_section(cls, train: dict, score_key: str) -> TrainerConfig:
         return cls(train["epochs"], train["patience"], train["lr"], train["weight_decay"], score_key, train["progress"], train["tensorboard"])
 
 
