@@ -47,7 +47,7 @@ def run_one(label: str, seed: int, args, threads: int) -> tuple[str, int, float]
         overrides = [f"model.freeze_local={'false' if frozen else 'true'}"]
     cmd = [sys.executable, "-m", "llm4cdsr", "run", "-c", args.config, "-w", args.workspace,
            f"seed={seed}", f"train.epochs={args.epochs}", "train.progress=false", f"train.num_threads={threads}",
-           "run.stages=[prepare,embed,profile,train]", f"run.name={label}-seed{seed}", *overrides]
+           f"run.stages=[{args.stages}]", f"run.name={label}-seed{seed}", *overrides]
     log = Path(args.workspace) / "logs" / f"{label}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=200, help="most epochs per run (early stopping: patience 5)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="labels to run, in order")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--stages", default="prepare,embed,profile,train",
+                        help="stages each run may run (e.g. 'train' on a workspace whose LLM artifacts are already made)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-comparison.md"))
     parser.add_argument("--table-only", action="store_true", help="only write the table of the finished runs")
     args = parser.parse_args()
@@ -74,11 +76,14 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     if not args.table_only:
-        # The LLM stages must exist before parallel runs start, or two jobs would build them at once.
-        first = run_one(labels[0], seeds[0], args, os.cpu_count() or 1)
-        print(f"{first[0]} seed {seeds[0]}: rc {first[1]}, {first[2]:.0f} s", flush=True)
-        todo = [(label, seed) for seed in seeds for label in labels][1:]
+        todo = [(label, seed) for seed in seeds for label in labels]
+        # One thread per job: OpenMP threads of several processes fighting over few cores are far
+        # slower than the same work done one thread each.
         threads = max((os.cpu_count() or 1) // args.jobs, 1)
+        if {"embed", "profile"} & set(args.stages.split(",")):
+            # The LLM stages must exist before parallel runs start, or two jobs would build them at once.
+            first = run_one(*todo.pop(0), args, os.cpu_count() or 1)
+            print(f"{first[0]}: rc {first[1]}, {first[2]:.0f} s", flush=True)
         with ThreadPoolExecutor(args.jobs) as pool:
             for label, rc, seconds in pool.map(lambda t: run_one(t[0], t[1], args, threads), todo):
                 print(f"{label}: rc {rc}, {seconds:.0f} s", flush=True)
