@@ -80,7 +80,8 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
         cells = [label, str(len(members))]
         for m, s, k in columns:
             values = np.array([results[r]["test"][m].get(s, {}).get(k, np.nan) for r in members], dtype=float)
-            cells.append(f"{np.nanmean(values):.4f} ± {np.nanstd(values, ddof=1) if len(values) > 1 else 0.0:.4f}")
+            # One run has no spread to show: write the value alone rather than a made-up "± 0".
+            cells.append(f"{np.nanmean(values):.4f} ± {np.nanstd(values, ddof=1):.4f}" if len(values) > 1 else f"{values[0]:.4f}")
         mine = pd.concat([user_metric(r) for r in members], axis=1).mean(axis=1)
         both = mine.index.intersection(ref_users.index)
         a, b = mine.loc[both].to_numpy(), ref_users.loc[both].to_numpy()
@@ -89,7 +90,8 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
             cells += ["ref" if reference in members else "-", "-"]
         else:
             p = stats.ttest_rel(a[ok], b[ok]).pvalue
-            cells += [f"{(a[ok] - b[ok]).mean():+.4f}", f"{p:.2g}"]
+            # Below the smallest float, scipy reports 0: say so instead of printing p = 0.
+            cells += [f"{(a[ok] - b[ok]).mean():+.4f}", f"{p:.2g}" if p > 0 else "<1e-300"]
         rows.append(cells)
     title = f"test metrics (mean ± std over runs); t-test of per-user {metric} ({mode}) against {reference.name}"
     if markdown:
