@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,7 @@ class TrainedRecommender:
         return self.run_dir.name
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "TrainedRecommender":
+    def load(cls, run_dir: str | Path) -> TrainedRecommender:
         from llm4cdsr.training.run import load_run
 
         run_dir = Path(run_dir)
@@ -286,7 +287,7 @@ class Estimator:
         self.run_dir: Path | None = None
         self._rec: TrainedRecommender | None = None
 
-    def fit(self) -> "Estimator":
+    def fit(self) -> Estimator:
         from llm4cdsr.pipeline import run_pipeline
 
         cfg = dict(self.cfg, run=dict(self.cfg["run"], stages=[s for s in self.cfg["run"]["stages"] if s != "report"]))
@@ -327,7 +328,7 @@ class Estimator:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Estimator":
+    def load(cls, path: str | Path) -> Estimator:
         """Load a saved estimator (Estimator.save) or a workspace holding exactly one run, or a run folder."""
         path = Path(path)
         if (path / "config.yaml").is_file():

@@ -64,7 +64,7 @@ def reduce_overlap(dataset: PreparedDataset, split: Split, ratio: float, seed: i
     new_lengths = np.bincount(user_of[keep_row], minlength=dataset.n_users)
     offsets = np.zeros(dataset.n_users + 1, dtype=np.int64)
     np.cumsum(new_lengths, out=offsets[1:])
-    info = {"ratio": ratio, "overlap_users": int(len(both)), "kept_both": int(n_keep),
+    info = {"ratio": ratio, "overlap_users": len(both), "kept_both": int(n_keep),
             "training_items_dropped": int((~keep_row).sum())}
     return Split(offsets, split.train_items[keep_row], split.valid_target, split.test_target), info
 

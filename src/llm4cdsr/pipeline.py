@@ -133,7 +133,7 @@ def train_stage(cfg: dict, run_dir: Path, dataset=None, force: bool = False) -> 
 def _same_run(saved: dict, cfg: dict) -> bool:
     """Equal in everything that shapes the run (not in how it is shown or which stages run)."""
     keep = RUN_SECTIONS + ("workspace",)
-    strip = lambda c: {k: v for k, v in c.items() if k in keep and k != "workspace"}  # noqa: E731
+    strip = lambda c: {k: v for k, v in c.items() if k in keep and k != "workspace"}
     a, b = strip(saved), strip(cfg)
     for c in (a, b):  # display-only training keys
         if "train" in c:

@@ -16,10 +16,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from llm4cdsr.io import read_json  # noqa: E402
+from llm4cdsr.io import read_json
 
 log = logging.getLogger(__name__)
 
