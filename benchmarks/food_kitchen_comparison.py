@@ -4,10 +4,12 @@
 
 Every run goes through `llm4cdsr run -c food-kitchen` (hidden 128, 2 blocks, 1 head, dropout 0.5,
 batch 128, max_len 50, lr 1e-3, patience 5) with only the variant's keys changed, in one shared
-workspace, so every model is scored on the same saved sampled candidates. Finished runs are
-skipped, an interrupted one resumes from its checkpoint: run it again to continue. `--jobs N`
-trains N runs at once, each on cores / N threads. At the end it writes the comparison table
+workspace, so every model is scored on the same saved sampled candidates and trained on the same
+LLM artifacts (item embeddings, PCA views, profiles: made once, with the first seed; the seeds vary
+training only). Finished runs are skipped, an interrupted one resumes from its checkpoint: run it
+again to continue. `--jobs N` trains N runs at once, each on cores / N threads. At the end it writes the comparison table
 (mean and std over seeds; paired t-test of per-user ndcg@10 against LLM4CDSR) to --out.
+`--threads 1` leaves the other cores to other work (one job per core was the fastest here).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def run_one(label: str, seed: int, args, threads: int) -> tuple[str, int, float]:
+def run_one(label: str, seed: int, args, threads: int, stages: str = "train") -> tuple[str, int, float]:
     overrides = list(VARIANTS[label])
     if overrides == ["FLIP_FREEZE"]:
         from llm4cdsr.config import load_config
@@ -47,7 +49,7 @@ def run_one(label: str, seed: int, args, threads: int) -> tuple[str, int, float]
         overrides = [f"model.freeze_local={'false' if frozen else 'true'}"]
     cmd = [sys.executable, "-m", "llm4cdsr", "run", "-c", args.config, "-w", args.workspace,
            f"seed={seed}", f"train.epochs={args.epochs}", "train.progress=false", f"train.num_threads={threads}",
-           f"run.stages=[{args.stages}]", f"run.name={label}-seed{seed}", *overrides]
+           f"run.stages=[{stages}]", f"run.name={label}-seed{seed}", *overrides]
     log = Path(args.workspace) / "logs" / f"{label}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -64,6 +66,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=200, help="most epochs per run (early stopping: patience 5)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="labels to run, in order")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per run (0 = cores / jobs); 1 leaves a core to other work on the machine")
     parser.add_argument("--stages", default="prepare,embed,profile,train",
                         help="stages each run may run (e.g. 'train' on a workspace whose LLM artifacts are already made)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-comparison.md"))
@@ -79,13 +83,21 @@ def main() -> int:
         todo = [(label, seed) for seed in seeds for label in labels]
         # One thread per job: OpenMP threads of several processes fighting over few cores are far
         # slower than the same work done one thread each.
-        threads = max((os.cpu_count() or 1) // args.jobs, 1)
-        if {"embed", "profile"} & set(args.stages.split(",")):
-            # The LLM stages must exist before parallel runs start, or two jobs would build them at once.
-            first = run_one(*todo.pop(0), args, os.cpu_count() or 1)
-            print(f"{first[0]}: rc {first[1]}, {first[2]:.0f} s", flush=True)
+        threads = args.threads or max((os.cpu_count() or 1) // args.jobs, 1)
+        stages = args.stages.split(",")
+        llm_stages = [s for s in stages if s in ("prepare", "embed", "profile")]
+        if llm_stages:
+            # The data and LLM artifacts are made once, by the reference model (it reads all of them)
+            # with the first seed, before any training starts: every variant and seed then trains on
+            # the same embeddings, PCA views and profiles, and no two jobs build them at once. Only
+            # training varies with the seed.
+            label, rc, seconds = run_one(next(iter(VARIANTS)), seeds[0], args, os.cpu_count() or 1, ",".join(llm_stages))
+            print(f"LLM artifacts (seed {seeds[0]}): rc {rc}, {seconds:.0f} s", flush=True)
+            if rc:
+                return rc
+        train_stages = ",".join(s for s in stages if s not in llm_stages)
         with ThreadPoolExecutor(args.jobs) as pool:
-            for label, rc, seconds in pool.map(lambda t: run_one(t[0], t[1], args, threads), todo):
+            for label, rc, seconds in pool.map(lambda t: run_one(t[0], t[1], args, threads, train_stages), todo):
                 print(f"{label}: rc {rc}, {seconds:.0f} s", flush=True)
     write_table(args, labels, seeds)
     return 0
