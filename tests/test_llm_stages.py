@@ -111,13 +111,18 @@ def test_template_profiles_use_training_history_only(prepared, tmp_path, stub, s
             assert titles[i - 1] in text
     # A changed embedding model makes the profiles stale (they were clustered on the old vectors).
     assert not profile_is_current(_cfg(ws, stub, "profile.backend=template", "embed.model=other"))
+    # Another run seed trains on the same artifacts; another profile seed re-clusters.
+    assert embed_is_current(_cfg(ws, stub, "profile.backend=template", "seed=43"))
+    assert profile_is_current(_cfg(ws, stub, "profile.backend=template", "seed=43"))
+    assert not profile_is_current(_cfg(ws, stub, "profile.backend=template", "profile.seed=1"))
     # A changed prompt does not matter to template profiles.
     assert profile_is_current(_cfg(ws, stub, "profile.backend=template", "profile.analyzer_prompt='x {titles}'"))
 
 
 def test_llm_profiles_dry_run_cache_and_fallbacks(prepared, tmp_path, stub, synth_ds):
     ws = _copy_ws(prepared, tmp_path)
-    cfg = _cfg(ws, stub, "profile.max_users=40", "profile.output=profiles-sample")
+    # profile.seed 42 draws a sample that holds users with exactly two clusters (the fallback case below).
+    cfg = _cfg(ws, stub, "profile.max_users=40", "profile.output=profiles-sample", "profile.seed=42")
     run_embed(cfg)
     stub.reset_counts()
     dry = dry_run_profile(cfg)
@@ -166,7 +171,7 @@ def test_llm_profiles_dry_run_cache_and_fallbacks(prepared, tmp_path, stub, synt
 def test_chat_identity_matches_backend(stub):
     cfg = load_config([], stub_overrides(stub))
     backend = OpenAIChat(cfg["profile"]["chat_model"], stub.url, "", temperature=cfg["profile"]["temperature"],
-                         seed=cfg["seed"])
+                         seed=cfg["profile"]["seed"])
     assert chat_identity(cfg) == (backend.backend, backend.model, backend.params)
 
 

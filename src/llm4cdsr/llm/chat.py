@@ -248,7 +248,7 @@ def chat_identity(cfg: dict) -> tuple[str, str, dict]:
     """
     prof = cfg["profile"]
     if prof["backend"] == "openai":
-        return OpenAIChat.backend, prof["chat_model"], {"temperature": float(prof["temperature"]), "seed": cfg.get("seed")}
+        return OpenAIChat.backend, prof["chat_model"], {"temperature": float(prof["temperature"]), "seed": prof["seed"]}
     if prof["backend"] in ("local", "local-gguf"):
         model = prof["chat_model"]
         if model in ("", BUILTIN_CHAT_MODEL, f"builtin:{BUILTIN_CHAT_MODEL}"):
@@ -265,7 +265,7 @@ def make_chat_backend(cfg: dict, stage: str = "profile") -> ChatBackend:
     if backend == "openai":
         policy = RetryPolicy(prof["timeout_s"], prof["max_retries"], prof["backoff_s"], prof["backoff_max_s"])
         return OpenAIChat(prof["chat_model"], prof["base_url"], prof["api_key_env"], prof["concurrency"],
-                          prof["temperature"], cfg.get("seed"), policy, stage)
+                          prof["temperature"], prof["seed"], policy, stage)
     if backend in ("local", "local-gguf"):
         from llm4cdsr.llm.embedders import resolve_device
 

@@ -70,15 +70,17 @@ def dataset_fingerprint(dataset_dir: Path) -> str:
 
 
 def embed_config_hash(cfg: dict) -> str:
+    # No seed: the embeddings and the exact PCA are the same whatever the run seed, so runs with
+    # another seed share them.
     emb = {k: v for k, v in cfg["embed"].items() if k not in _EMBED_RUNTIME_KEYS}
-    return stable_hash({"embed": emb, "seed": cfg["seed"]})
+    return stable_hash({"embed": emb})
 
 
 def profile_config_hash(cfg: dict) -> str:
     prof = {k: v for k, v in cfg["profile"].items() if k not in _PROFILE_RUNTIME_KEYS}
     if prof["backend"] == "template":
         prof = {k: v for k, v in prof.items() if k not in _PROFILE_LLM_KEYS}
-    return stable_hash({"profile": prof, "seed": cfg["seed"]})
+    return stable_hash({"profile": prof})  # profile.seed is in it; the run seed is not
 
 
 def profile_dir(cfg: dict) -> Path:
@@ -128,7 +130,7 @@ def run_embed(cfg: dict, force: bool = False) -> dict:
     raw = np.zeros((len(texts) + 1, vectors.shape[1]), dtype=np.float32)
     raw[1:] = vectors
     emb = cfg["embed"]
-    tensors, pca_summary = pca_tables(raw, ds.n_items, ds.domains, emb["global_dim"], emb["local_dim"], cfg["seed"])
+    tensors, pca_summary = pca_tables(raw, ds.n_items, ds.domains, emb["global_dim"], emb["local_dim"], seed=0)
     meta: dict[str, Any] = {
         "stage": "embed",
         "llm4cdsr_version": __version__,
@@ -196,9 +198,9 @@ def _user_clusters(cfg: dict) -> tuple[PreparedDataset, np.ndarray, np.ndarray, 
     ws = Workspace(cfg["workspace"])
     ds = PreparedDataset.load(ws.dataset_dir)
     raw = np.load(ws.embed_dir / "items.npy", allow_pickle=False)
-    labels = cluster_items(raw[1:], cfg["profile"]["n_clusters"], cfg["seed"])
+    labels = cluster_items(raw[1:], cfg["profile"]["n_clusters"], cfg["profile"]["seed"])
     split = ds.split()  # training histories only: validation and test targets never reach a profile
-    users = _select_users(ds.n_users, cfg["profile"]["max_users"], cfg["seed"])
+    users = _select_users(ds.n_users, cfg["profile"]["max_users"], cfg["profile"]["seed"])
     clusters = [split_by_cluster(split.train_sequence(int(u)), labels) for u in users]
     titles = np.concatenate([[""], ds.items["title"].astype(str).to_numpy()])  # index = global id
     return ds, labels, users, clusters, titles
