@@ -7,8 +7,9 @@ batch 128, max_len 50, lr 1e-3, patience 5) with only the variant's keys changed
 workspace, so every model is scored on the same saved sampled candidates and trained on the same
 LLM artifacts (item embeddings, PCA views, profiles: made once, with the first seed; the seeds vary
 training only). Finished runs are skipped, an interrupted one resumes from its checkpoint: run it
-again to continue. `--jobs N` trains N runs at once, each on cores / N threads. At the end it writes the comparison table
-(mean and std over seeds; paired t-test of per-user ndcg@10 against LLM4CDSR) to --out.
+again to continue. `--jobs N` trains N runs at once, each on cores / N threads. At the end it
+writes the comparison table (mean and std over seeds; paired t-test of per-user ndcg@10, averaged
+over seeds, against LLM4CDSR's, averaged likewise) to --out.
 `--threads 1` leaves the other cores to other work (one job per core was the fastest here).
 """
 from __future__ import annotations
@@ -37,6 +38,21 @@ VARIANTS: dict[str, list[str]] = {
     "ablation-beta0": ["model.beta=0"],
     "ablation-freeze_local_flipped": ["FLIP_FREEZE"],
     "reference-noncausal": ["model.causal=false"],
+}
+# How each variant is named in the table.
+NAMES = {
+    "llm4cdsr": "LLM4CDSR (preset)",
+    "sasrec_mixed": "SASRec, mixed sequence, ID embeddings",
+    "sasrec_mixed_llm": "SASRec, mixed sequence, adapted LLM vectors",
+    "sasrec_single": "SASRec, one per domain",
+    "gru4rec": "GRU4Rec, mixed sequence",
+    "pop": "popularity",
+    "ablation-id_global": "ablation: ID embeddings in the global branch",
+    "ablation-random_local": "ablation: random init of the local tables",
+    "ablation-alpha0": "ablation: alpha = 0 (no item regularisation)",
+    "ablation-beta0": "ablation: beta = 0 (no user profiles)",
+    "ablation-freeze_local_flipped": "ablation: local tables frozen / learned, flipped from the preset",
+    "reference-noncausal": "the authors' non-causal encoder (leaks the target)",
 }
 
 
@@ -107,14 +123,16 @@ def write_table(args, labels: list[str], seeds: list[int]) -> None:
     from llm4cdsr.cli.compare import compare_table
 
     runs_dir = Path(args.workspace) / "runs"
-    runs = [runs_dir / f"{label}-seed{s}" for label in labels for s in seeds if (runs_dir / f"{label}-seed{s}" / "results.json").is_file()]
-    if not runs:
+    found = {runs_dir / f"{label}-seed{s}": NAMES[label] for label in labels for s in seeds
+             if (runs_dir / f"{label}-seed{s}" / "results.json").is_file()}
+    if not found:
         print("no finished runs yet")
         return
+    runs = list(found)
     reference = next((r for r in runs if r.name.startswith(labels[0] + "-")), runs[0])
     parts = []
     for mode in ("sampled", "full"):
-        parts.append(compare_table(runs, reference, "ndcg@10", mode, markdown=True))
+        parts.append(compare_table(runs, reference, "ndcg@10", mode, markdown=True, labels=found))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n\n".join(parts) + "\n", encoding="utf-8")

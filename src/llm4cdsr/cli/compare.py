@@ -1,5 +1,5 @@
 """`llm4cdsr compare`: a table over runs, grouped by model (mean and std over seeds), with a paired
-t-test on per-user metrics against a reference run."""
+t-test on per-user metrics against the reference run's group."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare", help="compare runs: mean/std over seeds per model, paired t-test against a reference",
         description="Group runs by their config apart from the seed, show test metrics (mean +- std over the "
                     "group's runs) and a paired t-test (scipy) of each group's per-user metric, averaged over its "
-                    "runs, against the reference run's, over the users both evaluated.",
+                    "runs, against the reference run's group (averaged likewise), over the users both evaluated.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run names under <workspace>/runs")
     p.add_argument("--workspace", "-w", metavar="DIR", default="workspace", help="where run names are looked up")
@@ -43,7 +43,14 @@ def _find(name: str, workspace: str) -> Path:
     raise CliError(f"{name}: no finished run there (no results.json), nor under {workspace}/runs")
 
 
-def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, markdown: bool = False) -> str:
+def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, markdown: bool = False,
+                  labels: dict[Path, str] | None = None) -> str:
+    """Rows of runs grouped by config apart from the seed (or by `labels`, run -> row name).
+
+    The t-test pairs each group's per-user metric, averaged over the group's runs, with the
+    reference group's (the group holding `reference`), averaged likewise: with several seeds on
+    both sides, no single seed of the reference decides the verdict.
+    """
     import numpy as np
     import pandas as pd
     import yaml
@@ -62,14 +69,18 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
     groups: dict[str, list[Path]] = {}
     for r in runs:
         f = flat[r]
-        label = f["model.name"] + "".join(f" {k.split('.', 1)[-1]}={f.get(k)}" for k in varying)
+        label = labels[r] if labels else f["model.name"] + "".join(f" {k.split('.', 1)[-1]}={f.get(k)}" for k in varying)
         groups.setdefault(label, []).append(r)
+    ref_label = next(label for label, members in groups.items() if reference in members)
 
     def user_metric(r: Path) -> pd.Series:
         ranks = pd.read_parquet(r / "ranks.parquet", columns=["user_idx", f"rank_{mode}"])
         return pd.Series(per_user(ranks[f"rank_{mode}"].to_numpy(), metric), index=ranks["user_idx"].to_numpy())
 
-    ref_users = user_metric(reference)
+    def group_metric(members: list[Path]) -> pd.Series:
+        return pd.concat([user_metric(r) for r in members], axis=1).mean(axis=1)
+
+    ref_users = group_metric(groups[ref_label])
     results = {r: read_json(r / "results.json") for r in runs}
     domains = results[reference]["dataset"]["domains"]
     columns = [("sampled", "overall", "hit@10"), ("sampled", "overall", "ndcg@10"), ("full", "overall", "hit@10"),
@@ -82,18 +93,20 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
             values = np.array([results[r]["test"][m].get(s, {}).get(k, np.nan) for r in members], dtype=float)
             # One run has no spread to show: write the value alone rather than a made-up "± 0".
             cells.append(f"{np.nanmean(values):.4f} ± {np.nanstd(values, ddof=1):.4f}" if len(values) > 1 else f"{values[0]:.4f}")
-        mine = pd.concat([user_metric(r) for r in members], axis=1).mean(axis=1)
+        mine = group_metric(members)
         both = mine.index.intersection(ref_users.index)
         a, b = mine.loc[both].to_numpy(), ref_users.loc[both].to_numpy()
         ok = ~(np.isnan(a) | np.isnan(b))
-        if reference in members or ok.sum() < 2:
-            cells += ["ref" if reference in members else "-", "-"]
+        if label == ref_label or ok.sum() < 2:
+            cells += ["ref" if label == ref_label else "-", "-"]
         else:
             p = stats.ttest_rel(a[ok], b[ok]).pvalue
             # Below the smallest float, scipy reports 0: say so instead of printing p = 0.
             cells += [f"{(a[ok] - b[ok]).mean():+.4f}", f"{p:.2g}" if p > 0 else "<1e-300"]
         rows.append(cells)
-    title = f"test metrics (mean ± std over runs); t-test of per-user {metric} ({mode}) against {reference.name}"
+    n_ref = len(groups[ref_label])
+    against = reference.name if n_ref == 1 else f"{ref_label} (per-user mean over its {n_ref} runs)"
+    title = f"test metrics (mean ± std over runs); t-test of per-user {metric} ({mode}) against {against}"
     if markdown:
         lines = [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
