@@ -91,6 +91,24 @@ class _BadLines:
         self.count[key] = self.count.get(key, 0) + 1
         self.first.setdefault(key, f"{where}: {why}")
 
+    def note(self, notes: dict[str, Any]) -> None:
+        """Record the skipped lines, if any, in an importer's notes."""
+        if self.count:
+            notes["bad_lines_skipped"] = self.count
+            notes["first_bad_line"] = self.first
+
+
+def json_records(path: Path, desc: str, progress: bool, bad: _BadLines) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSON-lines file; malformed lines go to `bad`."""
+    with open_lines(path, desc, progress) as lines:
+        for lineno, line in lines:
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                bad(path, lineno, f"malformed JSON ({e.msg})")
+
 
 def detect_version(path: str | Path) -> str:
     """'2018' or '2023', from the fields of the first record."""
@@ -164,34 +182,26 @@ def read_amazon(reviews: list[str | Path], meta: list[str | Path], version: str 
         raise DataError(f"data.reviews: both dumps are named {domains[0]!r}; give two categories")
     for d, path in enumerate(reviews):
         path = Path(path)
-        with open_lines(path, "reviews", progress) as lines:
-            for lineno, line in lines:
-                if not line.strip():
-                    continue
+        for lineno, rec in json_records(path, "reviews", progress, bad):
+            try:
+                u, it, t = rec[f["user"]], rec[f["item"]], rec[f["time"]]
+            except (KeyError, TypeError) as e:
+                bad(path, lineno, f"missing field {e}")
+                continue
+            if not isinstance(t, (int, float)) or isinstance(t, bool):
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    bad(path, lineno, f"malformed JSON ({e.msg})")
+                    t = int(t)
+                except (TypeError, ValueError):
+                    bad(path, lineno, f"'{f['time']}' is not a number: {t!r}")
                     continue
-                try:
-                    u, it, t = rec[f["user"]], rec[f["item"]], rec[f["time"]]
-                except (KeyError, TypeError) as e:
-                    bad(path, lineno, f"missing field {e}")
-                    continue
-                if not isinstance(t, (int, float)) or isinstance(t, bool):
-                    try:
-                        t = int(t)
-                    except (TypeError, ValueError):
-                        bad(path, lineno, f"'{f['time']}' is not a number: {t!r}")
-                        continue
-                code = item_code.setdefault(str(it), len(item_code))
-                if code == len(item_domain):
-                    item_domain.append(d)
-                elif item_domain[code] != d and len(cross) < 1000:
-                    cross.append(str(it))
-                users.append(user_code.setdefault(str(u), len(user_code)))
-                items.append(code)
-                times.append(int(t))
+            code = item_code.setdefault(str(it), len(item_code))
+            if code == len(item_domain):
+                item_domain.append(d)
+            elif item_domain[code] != d and len(cross) < 1000:
+                cross.append(str(it))
+            users.append(user_code.setdefault(str(u), len(user_code)))
+            items.append(code)
+            times.append(int(t))
     if cross:
         raise DataError(
             f"{reviews[0]} and {reviews[1]}: item id(s) duplicated across domains: {listing(sorted(set(cross)))}; "
@@ -204,21 +214,13 @@ def read_amazon(reviews: list[str | Path], meta: list[str | Path], version: str 
     meta_rows: dict[int, dict[str, str]] = {}
     for path in meta:
         path = Path(path)
-        with open_lines(path, "metadata", progress) as lines:
-            for lineno, line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    bad(path, lineno, f"malformed JSON ({e.msg})")
-                    continue
-                if not isinstance(rec, dict) or f["meta_item"] not in rec:
-                    bad(path, lineno, f"missing field '{f['meta_item']}'")
-                    continue
-                code = item_code.get(str(rec[f["meta_item"]]))
-                if code is not None and code not in meta_rows:
-                    meta_rows[code] = _meta_row(rec, version)
+        for lineno, rec in json_records(path, "metadata", progress, bad):
+            if not isinstance(rec, dict) or f["meta_item"] not in rec:
+                bad(path, lineno, f"missing field '{f['meta_item']}'")
+                continue
+            code = item_code.get(str(rec[f["meta_item"]]))
+            if code is not None and code not in meta_rows:
+                meta_rows[code] = _meta_row(rec, version)
 
     n = len(item_code)
     columns = ["title", "brand", "price", "categories", "description", "features"]
@@ -228,17 +230,6 @@ def read_amazon(reviews: list[str | Path], meta: list[str | Path], version: str 
     table.insert(0, "item_id", np.asarray(list(item_code), dtype=object))
     check_items(table, f"{reviews[0]}, {reviews[1]}")
     notes: dict[str, Any] = {"items_without_metadata": int(n - len(meta_rows))}
-    if bad.count:
-        notes["bad_lines_skipped"] = bad.count
-        notes["first_bad_line"] = bad.first
-    return RawData(
-        user_codes=np.frombuffer(users, dtype=np.int32).astype(np.int64),
-        user_ids=np.asarray(list(user_code), dtype=object),
-        item_codes=np.frombuffer(items, dtype=np.int32).astype(np.int64),
-        times=np.frombuffer(times, dtype=np.int64).copy(),
-        items=table,
-        time_kind="timestamp",
-        time_unit=f["unit"],
-        source={"format": f"amazon{version}", "files": [str(p) for p in [*reviews, *meta]]},
-        notes=notes,
-    )
+    bad.note(notes)
+    return RawData.from_streamed(user_code, users, items, times, table, f["unit"],
+                                 {"format": f"amazon{version}", "files": [str(p) for p in [*reviews, *meta]]}, notes)

@@ -312,18 +312,8 @@ def read_douban(reviews: list[str | Path], meta: list[str | Path] = (), min_rati
         notes["metadata_missing"] = missing_meta
     if min_rating > 0:
         notes.update(dropped)
-    if bad.count:
-        notes["bad_lines_skipped"] = bad.count
-        notes["first_bad_line"] = bad.first
-    return RawData(
-        user_codes=np.frombuffer(users, dtype=np.int32).astype(np.int64),
-        user_ids=np.asarray(list(user_code), dtype=object),
-        item_codes=np.frombuffer(items, dtype=np.int32).astype(np.int64),
-        times=np.frombuffer(times, dtype=np.int64).copy(),
-        items=table,
-        time_kind="timestamp",
-        time_unit="s",
-        source={"format": "douban", "files": [str(p) for p in [*reviews, *meta]], "min_rating": min_rating},
-        notes=notes,
-    )
+    bad.note(notes)
+    return RawData.from_streamed(user_code, users, items, times, table, "s",
+                                 {"format": "douban", "files": [str(p) for p in [*reviews, *meta]], "min_rating": min_rating},
+                                 notes)
 

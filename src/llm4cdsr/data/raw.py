@@ -35,6 +35,23 @@ class RawData:
     def n_interactions(self) -> int:
         return len(self.item_codes)
 
+    @classmethod
+    def from_streamed(cls, user_code: dict[str, int], users, items, times, table: pd.DataFrame, time_unit: str,
+                      source: dict[str, Any], notes: dict[str, Any]) -> RawData:
+        """From what a streaming importer grows: raw user id -> code, and `array` columns of user
+        codes ("i"), item codes ("i") and timestamps ("q") in input order."""
+        return cls(
+            user_codes=np.frombuffer(users, dtype=np.int32).astype(np.int64),
+            user_ids=np.asarray(list(user_code), dtype=object),
+            item_codes=np.frombuffer(items, dtype=np.int32).astype(np.int64),
+            times=np.frombuffer(times, dtype=np.int64).copy(),
+            items=table,
+            time_kind="timestamp",
+            time_unit=time_unit,
+            source=source,
+            notes=notes,
+        )
+
 
 def listing(values, total: int | None = None) -> str:
     """'a, b, c and 7 more': a few offending values for an error message."""
