@@ -97,23 +97,11 @@ class Cache:
     # ----- embeddings -------------------------------------------------------------------
     def get_vector_bytes(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         """Raw little-endian float32 bytes found for `keys` (entries that fail their check are left out)."""
-        found: dict[bytes, bytes] = {}
-        bad = 0
-        with self._lock:
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                rows = self._db.execute(
-                    f"SELECT key, dim, crc, vec FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk
-                ).fetchall()
-                for key, dim, crc, blob in rows:
-                    if len(blob) != 4 * dim or zlib.crc32(blob) != crc:
-                        bad += 1
-                        continue
-                    found[key] = blob
-            self.corrupt_entries += bad
-        if bad:
-            log.warning("cache %s: %d corrupt embedding entries will be redone", self.path, bad)
-        return found
+        def check(row):
+            key, dim, crc, blob = row
+            return key, blob if len(blob) == 4 * dim and zlib.crc32(blob) == crc else None
+
+        return self._read_checked("SELECT key, dim, crc, vec FROM embeddings", keys, check, "embedding")
 
     def get_vectors(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         """Vectors found for `keys` (entries that fail their check are left out)."""
@@ -130,29 +118,36 @@ class Cache:
 
     # ----- chats ------------------------------------------------------------------------
     def get_texts(self, keys: Sequence[bytes]) -> dict[bytes, str]:
-        found: dict[bytes, str] = {}
-        bad = 0
-        with self._lock:
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                rows = self._db.execute(
-                    f"SELECT key, crc, text FROM chats WHERE key IN ({','.join('?' * len(chunk))})", chunk
-                ).fetchall()
-                for key, crc, text in rows:
-                    if zlib.crc32(text.encode("utf-8")) != crc:
-                        bad += 1
-                        continue
-                    found[key] = text
-            self.corrupt_entries += bad
-        if bad:
-            log.warning("cache %s: %d corrupt chat entries will be redone", self.path, bad)
-        return found
+        def check(row):
+            key, crc, text = row
+            return key, text if zlib.crc32(text.encode("utf-8")) == crc else None
+
+        return self._read_checked("SELECT key, crc, text FROM chats", keys, check, "chat")
 
     def put_texts(self, items: Sequence[tuple[bytes, str]]) -> None:
         rows = [(k, zlib.crc32(t.encode("utf-8")), t) for k, t in items]
         self._write("INSERT OR REPLACE INTO chats (key, crc, text) VALUES (?, ?, ?)", rows)
 
     # ----- shared -----------------------------------------------------------------------
+    def _read_checked(self, select: str, keys: Sequence[bytes], check, kind: str) -> dict:
+        """Rows of `select ... WHERE key IN keys`, each passed through `check(row) -> (key, value or
+        None)`; a None value (the entry failed its check) is left out and counted as corrupt."""
+        found: dict = {}
+        bad = 0
+        with self._lock:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                for row in self._db.execute(f"{select} WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+                    key, value = check(row)
+                    if value is None:
+                        bad += 1
+                    else:
+                        found[key] = value
+            self.corrupt_entries += bad
+        if bad:
+            log.warning("cache %s: %d corrupt %s entries will be redone", self.path, bad, kind)
+        return found
+
     def _write(self, sql: str, rows: list) -> None:
         if not rows:
             return
