@@ -87,6 +87,8 @@ def main() -> int:
     parser.add_argument("--stages", default="prepare,embed,profile,train",
                         help="stages each run may run (e.g. 'train' on a workspace whose LLM artifacts are already made)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-comparison.md"))
+    parser.add_argument("--readme", default=str(ROOT / "README.md"),
+                        help="also put the table between the comparison markers of this file ('' = don't)")
     parser.add_argument("--table-only", action="store_true", help="only write the table of the finished runs")
     args = parser.parse_args()
 
@@ -133,10 +135,30 @@ def write_table(args, labels: list[str], seeds: list[int]) -> None:
     parts = []
     for mode in ("sampled", "full"):
         parts.append(compare_table(runs, reference, "ndcg@10", mode, markdown=True, labels=found))
+    table = "\n\n".join(parts) + "\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
-    print(out.read_text(encoding="utf-8"))
+    out.write_text(table, encoding="utf-8")
+    print(table)
+    if args.readme:
+        put_between_markers(Path(args.readme), table)
+
+
+START, END = "<!-- food-kitchen-comparison:start -->", "<!-- food-kitchen-comparison:end -->"
+
+
+def put_between_markers(path: Path, table: str) -> None:
+    """Replace what stands between the two comparison markers of `path` (written atomically)."""
+    text = path.read_text(encoding="utf-8")
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        print(f"{path}: no single pair of comparison markers ({START} ... {END}); table not put there")
+        return
+    head, rest = text.split(START)
+    tail = rest.split(END)[1]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{head}{START}\n{table}{END}{tail}", encoding="utf-8")
+    tmp.replace(path)
+    print(f"table put into {path}")
 
 
 if __name__ == "__main__":
