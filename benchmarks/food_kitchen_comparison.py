@@ -51,7 +51,7 @@ NAMES = {
     "ablation-random_local": "ablation: random init of the local tables",
     "ablation-alpha0": "ablation: alpha = 0 (no item regularisation)",
     "ablation-beta0": "ablation: beta = 0 (no user profiles)",
-    "ablation-freeze_local_flipped": "ablation: local tables {flipped} (the preset: {preset})",
+    "ablation-freeze_local_flipped": "ablation: local tables {flipped} (preset: {preset})",
     "reference-noncausal": "the authors' non-causal encoder (leaks the target)",
 }
 
@@ -126,7 +126,7 @@ def write_table(args, labels: list[str], seeds: list[int]) -> None:
     from llm4cdsr.config import load_config
 
     frozen = load_config([args.config])["model"]["freeze_local"]
-    states = ("frozen (the authors' code)", "learned")
+    states = ("frozen, as in the authors' code", "learned")
     flipped, preset = (states[1], states[0]) if frozen else states
     names = {label: name.format(flipped=flipped, preset=preset) for label, name in NAMES.items()}
     runs_dir = Path(args.workspace) / "runs"
