@@ -1,7 +1,7 @@
 """Evaluation speed on the real Food x Kitchen workspace: LLM4CDSR (paper settings) ranking the test
 target of all 53,061 users, sampled mode (targets: < 30 s) and full ranking (< 60 s).
 
-    python benchmarks/bench_eval.py [--workspace workspace-fk] [--run RUN] [--threads 2]
+    python benchmarks/bench_eval.py [--workspace workspace-food-kitchen] [--run RUN] [--threads 2]
 
 With --run the run's trained weights are scored, otherwise a freshly initialised model (the cost
 does not depend on the weights). The LLM vectors are the workspace's, or random stand-ins of the
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-DEFAULT_WS = Path(__file__).resolve().parents[1] / "workspace-fk"
+DEFAULT_WS = Path(__file__).resolve().parents[1] / "workspace-food-kitchen"
 # OpenMP threads that spin while another process holds a core slow a shared 2-core machine down
 # 4x (measured: sampled 49 s spinning, 12 s passive); set before torch loads. ACTIVE overrides.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -2,7 +2,7 @@
 padded batches against the same model and the same batches with all three sequences (mixed, and
 each domain's) padded to max_len, as the authors' code does (target: >= 4x).
 
-    python benchmarks/bench_train.py [--workspace workspace-fk] [--batches N] [--threads 2]
+    python benchmarks/bench_train.py [--workspace workspace-food-kitchen] [--batches N] [--threads 2]
 
 Paper settings (defaults/model.yaml, train.yaml: H 128, 2 blocks, 1 head, dropout 0.5, batch 128,
 max_len 50, alpha 0.1, beta 1). Each variant runs in a fresh subprocess, one after the other, so its
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_WS = Path(__file__).resolve().parents[1] / "workspace-fk"
+DEFAULT_WS = Path(__file__).resolve().parents[1] / "workspace-food-kitchen"
 
 CHILD = """
 import json, resource, sys, time
