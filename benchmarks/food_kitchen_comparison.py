@@ -5,8 +5,8 @@
 Every run goes through `llm4cdsr run -c food-kitchen` (hidden 128, 2 blocks, 1 head, dropout 0.5,
 batch 128, max_len 50, lr 1e-3, patience 5) with only the variant's keys changed, in one shared
 workspace, so every model is scored on the same saved sampled candidates and trained on the same
-LLM artifacts (item embeddings, PCA views, profiles: made once, with the first seed; the seeds vary
-training only). Finished runs are skipped, an interrupted one resumes from its checkpoint: run it
+LLM artifacts (item embeddings, PCA views, profiles: made once, before any training; they take no
+run seed, so the seeds vary training only). Finished runs are skipped, an interrupted one resumes from its checkpoint: run it
 again to continue. `--jobs N` trains N runs at once, each on cores / N threads. At the end it
 writes the comparison table (mean and std over seeds; paired t-test of per-user ndcg@10, averaged
 over seeds, against LLM4CDSR's, averaged likewise) to --out.
@@ -105,12 +105,11 @@ def main() -> int:
         stages = args.stages.split(",")
         llm_stages = [s for s in stages if s in ("prepare", "embed", "profile")]
         if llm_stages:
-            # The data and LLM artifacts are made once, by the reference model (it reads all of them)
-            # with the first seed, before any training starts: every variant and seed then trains on
-            # the same embeddings, PCA views and profiles, and no two jobs build them at once. Only
-            # training varies with the seed.
+            # The data and LLM artifacts are made once, by the reference model (it reads all of them),
+            # before any training starts, so no two jobs build them at once. They do not depend on
+            # the run seed: every variant and seed trains on the same ones.
             label, rc, seconds = run_one(next(iter(VARIANTS)), seeds[0], args, os.cpu_count() or 1, ",".join(llm_stages))
-            print(f"LLM artifacts (seed {seeds[0]}): rc {rc}, {seconds:.0f} s", flush=True)
+            print(f"data and LLM artifacts: rc {rc}, {seconds:.0f} s", flush=True)
             if rc:
                 return rc
         train_stages = ",".join(s for s in stages if s not in llm_stages)
