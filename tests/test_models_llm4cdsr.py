@@ -85,12 +85,19 @@ def test_loss_parts_and_skipped_item_regularisation():
     assert "reg" not in out and torch.isfinite(out["loss"])
 
 
+def _step_logits(model, batch):
+    """Each step's training logit of its own target: <query, the target's item vector>."""
+    queries, pos, domain, _, _ = model.step_queries(batch["mixed_seq"], batch["targets"])
+    local = pos - N_ITEMS[0] * domain
+    return torch.stack([(queries[i] * model.item_vectors(int(domain[i]), local[i])).sum() for i in range(len(pos))])
+
+
 def test_training_logit_of_the_last_step_equals_the_score():
     torch.manual_seed(0)
     model = build_model(_cfg(), INFO, _vectors(), PROFILES).eval()
     batch = _batch()
     with torch.no_grad():
-        pos_logits, _, _, _ = model.step_logits(batch["mixed_seq"], batch["targets"], batch["negatives"])
+        pos_logits = _step_logits(model, batch)
         states = model.user_states(batch["mixed_seq"])
     per_row = (batch["targets"] > 0).sum(1).cumsum(0) - 1  # index of each row's last step in P
     for row in range(3):
@@ -106,11 +113,11 @@ def test_changing_a_later_item_never_changes_earlier_step_logits():
     model = build_model(_cfg(), INFO, _vectors(), PROFILES).eval()
     batch = _batch()
     row = batch["mixed_seq"][1:2].clone()  # [0, 2, 4, 6, 8, 9]: all domain A
-    targets, negatives = batch["targets"][1:2], batch["negatives"][1:2]
-    before = model.step_logits(row, targets, negatives)[0]
+    targets = batch["targets"][1:2]
+    before = _step_logits(model, {"mixed_seq": row, "targets": targets})
     changed = row.clone()
     changed[0, 4] = 20  # a later item, even of the other domain, reshapes the local subsequences
-    after = model.step_logits(changed, targets, negatives)[0]
+    after = _step_logits(model, {"mixed_seq": changed, "targets": targets})
     torch.testing.assert_close(after[:3], before[:3])  # steps 1..3 (step 0 is padding)
     assert not torch.allclose(after[3:], before[3:])
 

@@ -29,7 +29,8 @@ B: n_A+1..n_A+n_B) in histories and LOCAL (1..n_d) for candidates of a domain; 0
         # (B, C) items given by LLM vectors (unseen in training): global vectors (C, d_g) go
         # through the adapter; LLM-vector models only (llm4cdsr, sasrec_mixed_llm)
     model.eval_domains                                         # domains it is evaluated on
-    model(batch) -> {"loss": scalar, ...detached parts}        # training (see training/batching.py)
+    model(batch) -> {"loss": scalar, ...detached parts}        # training (see training/batching.py);
+        # the objective is `build_model(..., loss=LossConfig(kind="bce" | "ce" | "sampled_ce"))`
 
 Call `model.eval()` and `torch.no_grad()` for scoring. Scores are dot products, so the tables
 can go into any maximum-inner-product index.
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm4cdsr.models.base import Recommender, pad_histories
+from llm4cdsr.models.base import LOSSES, LossConfig, Recommender, pad_histories
 from llm4cdsr.models.baselines import GRU4Rec, Popularity, SASRecSingle
 from llm4cdsr.models.llm4cdsr import LLM4CDSR, LLM4CDSRConfig
 from llm4cdsr.models.sasrec import EncoderConfig, SASRecEncoder
@@ -51,6 +52,8 @@ __all__ = [
     "EncoderConfig",
     "GRU4Rec",
     "LLM4CDSRConfig",
+    "LOSSES",
+    "LossConfig",
     "Popularity",
     "Recommender",
     "SASRecEncoder",
@@ -73,8 +76,10 @@ def model_needs(model_cfg: dict[str, Any]) -> set[str]:
     return needs
 
 
-def build_model(model_cfg: dict[str, Any], dataset_info: dict[str, Any], item_vectors=None, profile_vectors=None) -> Recommender:
-    return _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading=False)
+def build_model(model_cfg: dict[str, Any], dataset_info: dict[str, Any], item_vectors=None, profile_vectors=None,
+                loss: LossConfig | None = None) -> Recommender:
+    """`loss`: the training objective (`LossConfig.from_section(cfg["train"])`; default: the paper's BCE)."""
+    return _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading=False, loss=loss)
 
 
 def model_shell(model_cfg: dict[str, Any], dataset_info: dict[str, Any]) -> Recommender:
@@ -83,13 +88,14 @@ def model_shell(model_cfg: dict[str, Any], dataset_info: dict[str, Any]) -> Reco
     return _build(model_cfg, dataset_info, None, None, loading=True)
 
 
-def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool) -> Recommender:
+def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool, loss: LossConfig | None = None) -> Recommender:
     """`loading`: vectors may be absent; zero placeholders of the recorded widths take their place."""
     name = model_cfg["name"]
     n_items = tuple(int(n) for n in dataset_info["n_items"])
     encoder = EncoderConfig(
         hidden=model_cfg["hidden"], blocks=model_cfg["blocks"], heads=model_cfg["heads"],
         dropout=model_cfg["dropout"], max_len=model_cfg["max_len"], causal=model_cfg["causal"],
+        block=model_cfg.get("block", "prenorm"), null_key=model_cfg.get("null_key", False),
     )
     if name in ("llm4cdsr", "sasrec_mixed", "sasrec_mixed_llm"):
         cfg = LLM4CDSRConfig(
@@ -103,7 +109,7 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
         global_vectors = item_vectors.global_pca if item_vectors is not None else None
         local_vectors = item_vectors.local_pca if item_vectors is not None else None
         dims = {"global_dim": dataset_info.get("global_dim"), "profile_dim": dataset_info.get("profile_dim")} if loading else None
-        return LLM4CDSR(cfg, n_items, global_vectors, local_vectors, profile_vectors, placeholder_dims=dims)
+        return LLM4CDSR(cfg, n_items, global_vectors, local_vectors, profile_vectors, placeholder_dims=dims, loss=loss)
     if name == "sasrec_single":
         domains: tuple[int, ...] = (0, 1)
         if model_cfg["single_domain"]:
@@ -111,9 +117,9 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
             if model_cfg["single_domain"] not in names:
                 raise ValueError(f"model.single_domain {model_cfg['single_domain']!r} is not a domain of this dataset ({names})")
             domains = (names.index(model_cfg["single_domain"]),)
-        return SASRecSingle(encoder, n_items, domains)
+        return SASRecSingle(encoder, n_items, domains, loss=loss)
     if name == "gru4rec":
-        return GRU4Rec(n_items, model_cfg["hidden"], model_cfg["gru_layers"], model_cfg["dropout"], model_cfg["max_len"])
+        return GRU4Rec(n_items, model_cfg["hidden"], model_cfg["gru_layers"], model_cfg["dropout"], model_cfg["max_len"], loss=loss)
     if name == "pop":
         return Popularity(n_items, model_cfg["max_len"])
     raise ValueError(f"unknown model.name {name!r} (known: {', '.join(MODEL_NAMES)})")

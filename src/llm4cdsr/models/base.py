@@ -10,11 +10,14 @@ table, so one interface serves training, evaluation, recommendation and serving:
 
 `mixed_seq` is a batch of histories: global item ids, left-padded with 0, at most `max_len` long,
 oldest first (`pad_histories` builds it). Training calls `model(batch)`, which returns a dict with
-the scalar "loss" and detached parts for logging.
+the scalar "loss" and detached parts for logging. Sequence models share one next-item objective
+(`next_item_loss`, chosen by `LossConfig`): each step's logit for an item is the dot product of the
+step's query with that item's row of `item_table`, exactly as in scoring.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,6 +36,9 @@ class Recommender(nn.Module):
     eval_domains: tuple[int, ...] = (0, 1)
     # Per-user profile vectors are read in training only; set when the model uses them.
     uses_profiles: bool = False
+    # Two-part models (LLM4CDSR: global + local): the column of K where the local part starts. The
+    # authors' "chimeric" sampled scoring (eval.chimeric_negatives) takes each part from another item.
+    score_split: int | None = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -146,6 +152,38 @@ def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> torch.Ten
 
 # ----- losses ------------------------------------------------------------------------------
 
+LOSSES = ("bce", "ce", "sampled_ce")
+
+
+@dataclass
+class LossConfig:
+    """The next-item objective (the `train` keys loss, num_negatives, logq_correction, chimeric_negatives).
+
+    bce         the paper's: binary cross-entropy of the positive and ONE sampled negative per step
+    ce          softmax cross-entropy over every item of the target's domain
+    sampled_ce  softmax over the positive and `num_negatives` items of the target's domain, drawn per
+                batch and shared by all its steps; `logq_correction` draws them in proportion to
+                training popularity and subtracts log q from every logit (Yi et al., RecSys 2019)
+    chimeric_negatives (bce only, two-part models): the negative's local part is scored on a second,
+    independently drawn item, as the authors' training pairs them (comparison only).
+    """
+
+    kind: str = "bce"
+    num_negatives: int = 256
+    logq_correction: bool = False
+    chimeric_negatives: bool = False
+
+    def __post_init__(self):
+        if self.kind not in LOSSES:
+            raise ValueError(f"train.loss must be one of {LOSSES}, got {self.kind!r}")
+        if self.chimeric_negatives and self.kind != "bce":
+            raise ValueError("train.chimeric_negatives pairs one negative per step: it needs train.loss=bce")
+
+    @classmethod
+    def from_section(cls, train: dict) -> LossConfig:
+        return cls(train.get("loss", "bce"), int(train.get("num_negatives", 256)),
+                   bool(train.get("logq_correction", False)), bool(train.get("chimeric_negatives", False)))
+
 
 def domain_balanced_bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of each (positive, negative) pair: mean over A pairs + mean over B pairs.
@@ -153,12 +191,78 @@ def domain_balanced_bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, targ
     A domain without pairs in the batch contributes nothing (a mean over nothing would be NaN).
     """
     pair_loss = F.softplus(-pos_logits) + F.softplus(neg_logits)  # (P,) = BCE(pos, 1) + BCE(neg, 0)
-    loss = pair_loss.new_zeros(())
+    return _sum_of_domain_means(pair_loss, target_domain)
+
+
+def _sum_of_domain_means(values: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
+    loss = values.new_zeros(())
     for d in (0, 1):
         in_d = target_domain == d
         if bool(in_d.any()):
-            loss = loss + pair_loss[in_d].mean()
+            loss = loss + values[in_d].mean()
     return loss
+
+
+def next_item_loss(
+    loss: LossConfig,
+    queries: torch.Tensor,
+    pos_local: torch.Tensor,
+    target_domain: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    step_mask: torch.Tensor,
+    n_items_a: int,
+    vectors: Callable[[int, torch.Tensor], torch.Tensor],
+    table: Callable[[int], torch.Tensor],
+    split: int | None = None,
+) -> torch.Tensor:
+    """The objective of every sequence model here, one mean per target domain, summed.
+
+    queries (P, K): a model's query at each step with a target; pos_local (P,): the target's local
+    id; target_domain (P,); step_mask (B, L): the batch steps the P rows come from (row-major), to
+    pick their per-step negatives from `batch` (global ids, like every id of a batch). vectors(d, local ids (...)) -> (..., K) item vectors
+    of domain d with gradient; table(d) -> (n_d + 1, K) the whole domain (ce). `split`: the column
+    where a two-part model's local part starts (chimeric negatives).
+    """
+    if loss.kind == "bce":
+        neg_local = to_local(batch["negatives"][step_mask], n_items_a)  # (P,)
+        pos_logits = queries.new_zeros(len(queries))
+        neg_logits = queries.new_zeros(len(queries))
+        for d in (0, 1):
+            in_d = target_domain == d
+            if not bool(in_d.any()):
+                continue
+            q = queries[in_d]  # (P_d, K)
+            pos_logits = pos_logits.masked_scatter(in_d, (q * vectors(d, pos_local[in_d])).sum(-1))
+            neg = vectors(d, neg_local[in_d])  # (P_d, K)
+            if loss.chimeric_negatives and split is not None:
+                other = vectors(d, to_local(batch["chimeric_negatives"][step_mask][in_d], n_items_a))  # (P_d, K)
+                neg = torch.cat([neg[:, :split], other[:, split:]], dim=-1)
+            neg_logits = neg_logits.masked_scatter(in_d, (q * neg).sum(-1))
+        return domain_balanced_bce(pos_logits, neg_logits, target_domain)
+
+    total = queries.new_zeros(())
+    for d in (0, 1):
+        in_d = target_domain == d
+        if not bool(in_d.any()):
+            continue
+        q, pos = queries[in_d], pos_local[in_d]  # (P_d, K), (P_d,)
+        if loss.kind == "ce":
+            logits = q @ table(d)[1:].T  # (P_d, n_d): column = local id - 1
+            total = total + F.cross_entropy(logits, pos - 1)
+            continue
+        shared = to_local(batch["shared_negatives"][d], n_items_a)  # (N,) drawn for this batch
+        pos_logit = (q * vectors(d, pos)).sum(-1, keepdim=True)  # (P_d, 1)
+        neg_logits = q @ vectors(d, shared).T  # (P_d, N)
+        if loss.logq_correction:
+            logq = batch["item_logq"]  # (N_total + 1,) log sampling probability by global id
+            offset = n_items_a if d == 1 else 0
+            pos_logit = pos_logit - logq[pos + offset][:, None]
+            neg_logits = neg_logits - logq[shared + offset][None, :]
+        # A shared negative that is the step's own target is no negative ("accidental hit").
+        neg_logits = neg_logits.masked_fill(shared[None, :] == pos[:, None], NEG_INF)
+        logits = torch.cat([pos_logit, neg_logits], dim=1)  # (P_d, 1 + N)
+        total = total + F.cross_entropy(logits, logits.new_zeros(len(logits), dtype=torch.long))
+    return total
 
 
 def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:

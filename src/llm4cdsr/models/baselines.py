@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from llm4cdsr.models.base import (
+    LossConfig,
     Recommender,
-    domain_balanced_bce,
     domain_global_ids,
     domain_of,
     domain_subsequence,
     gather_steps,
+    next_item_loss,
     to_local,
     xavier_init_,
 )
@@ -29,11 +30,13 @@ from llm4cdsr.models.sasrec import Dropout, EncoderConfig
 
 
 class SASRecSingle(Recommender):
-    def __init__(self, cfg: EncoderConfig, n_items: tuple[int, int], domains: tuple[int, ...] = (0, 1)):
+    def __init__(self, cfg: EncoderConfig, n_items: tuple[int, int], domains: tuple[int, ...] = (0, 1),
+                 loss: LossConfig | None = None):
         super().__init__()
         self.n_items = (int(n_items[0]), int(n_items[1]))
         self.max_len = cfg.max_len
         self.eval_domains = tuple(domains)
+        self.loss = loss or LossConfig()
         self.branches = nn.ModuleList([DomainBranch(cfg, self.n_items[d]) for d in (0, 1)])
         xavier_init_(self)
         for d in (0, 1):
@@ -41,22 +44,23 @@ class SASRecSingle(Recommender):
                 self.branches[d].requires_grad_(False)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        mixed_seq, targets, negatives = batch["mixed_seq"], batch["targets"], batch["negatives"]
-        has_target = targets > 0  # (B, L)
-        pos, neg = targets[has_target], negatives[has_target]  # (P,)
+        mixed_seq, targets = batch["mixed_seq"], batch["targets"]
+        pos = targets[targets > 0]  # (P,)
         target_domain = domain_of(pos, self.n_items[0])  # (P,)
-        pos_logits, neg_logits, domains = [], [], []
+        queries = None
+        # A first item of the domain has no in-domain history: nothing to learn from.
+        use = torch.zeros_like(pos, dtype=torch.bool)  # (P,)
         for d in self.eval_domains:
             branch = self.branches[d]
             local_seq, last_col = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W), (B, L)
-            h = gather_steps(branch(local_seq), last_col)[has_target]  # (P, H)
-            # A first item of the domain has no in-domain history: nothing to learn from.
-            use = (target_domain == d) & (last_col[has_target] >= 0)  # (P,)
-            h = h[use]  # (P_d, H)
-            pos_logits.append((h * branch.items(to_local(pos[use], self.n_items[0]))).sum(-1))
-            neg_logits.append((h * branch.items(to_local(neg[use], self.n_items[0]))).sum(-1))
-            domains.append(target_domain[use])
-        loss = domain_balanced_bce(torch.cat(pos_logits), torch.cat(neg_logits), torch.cat(domains))
+            h = gather_steps(branch(local_seq), last_col)[targets > 0]  # (P, H)
+            in_d = (target_domain == d) & (last_col[targets > 0] >= 0)  # (P,)
+            queries = h if queries is None else torch.where(in_d[:, None], h, queries)
+            use |= in_d
+        steps = targets > 0
+        steps[steps.clone()] = use  # (B, L): the steps the kept rows come from
+        loss = next_item_loss(self.loss, queries[use], to_local(pos[use], self.n_items[0]), target_domain[use], batch, steps,
+                              self.n_items[0], lambda d, ids: self.branches[d].items(ids), self.item_table)
         return {"loss": loss, "rec": loss.detach()}
 
     def user_states(self, mixed_seq: torch.Tensor, user_idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,10 +76,12 @@ class SASRecSingle(Recommender):
 
 
 class GRU4Rec(Recommender):
-    def __init__(self, n_items: tuple[int, int], hidden: int = 128, layers: int = 1, dropout: float = 0.5, max_len: int = 50):
+    def __init__(self, n_items: tuple[int, int], hidden: int = 128, layers: int = 1, dropout: float = 0.5, max_len: int = 50,
+                 loss: LossConfig | None = None):
         super().__init__()
         self.n_items = (int(n_items[0]), int(n_items[1]))
         self.max_len = max_len
+        self.loss = loss or LossConfig()
         self.items = nn.Embedding(sum(self.n_items) + 1, hidden)
         self.dropout = Dropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
@@ -101,9 +107,13 @@ class GRU4Rec(Recommender):
         targets = batch["targets"]
         has_target = targets > 0  # (B, L)
         h = self.encode(batch["mixed_seq"])[has_target]  # (P, H)
-        pos, neg = targets[has_target], batch["negatives"][has_target]  # (P,)
-        loss = domain_balanced_bce((h * self.items(pos)).sum(-1), (h * self.items(neg)).sum(-1), domain_of(pos, self.n_items[0]))
+        pos = targets[has_target]  # (P,)
+        loss = next_item_loss(self.loss, h, to_local(pos, self.n_items[0]), domain_of(pos, self.n_items[0]), batch, has_target,
+                              self.n_items[0], self._item_vectors, self.item_table)
         return {"loss": loss, "rec": loss.detach()}
+
+    def _item_vectors(self, domain: int, local_ids: torch.Tensor) -> torch.Tensor:
+        return self.items(local_ids + (self.n_items[0] if domain == 1 else 0))
 
     def user_states(self, mixed_seq: torch.Tensor, user_idx: torch.Tensor | None = None) -> torch.Tensor:
         h = self.encode(mixed_seq)[:, -1]  # (B, H)

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm4cdsr.models.base import (
+    LossConfig,
     Recommender,
-    domain_balanced_bce,
     domain_global_ids,
     domain_of,
     domain_subsequence,
     gather_steps,
+    next_item_loss,
     soft_contrastive_loss,
     to_local,
     xavier_init_,
@@ -159,10 +160,13 @@ class LLM4CDSR(Recommender):
         local_vectors: tuple | None = None,
         profile_vectors: np.ndarray | torch.Tensor | None = None,
         placeholder_dims: dict | None = None,
+        loss: LossConfig | None = None,
     ):
         """`placeholder_dims` ({"global_dim", "profile_dim"}) builds a shell whose weights will be
-        loaded: absent vectors become zero placeholders of those widths instead of an error."""
+        loaded: absent vectors become zero placeholders of those widths instead of an error.
+        `loss`: the training objective (default: the paper's BCE with one negative)."""
         super().__init__()
+        self.loss = loss or LossConfig()
         loading = placeholder_dims is not None
         dims = placeholder_dims or {}
         self.cfg = cfg
@@ -188,6 +192,8 @@ class LLM4CDSR(Recommender):
                         raise ValueError("local_init 'pca' needs the local PCA item vectors")
                 # A random table is always learned (freeze_local applies to PCA tables only).
                 self.local.append(DomainBranch(cfg.encoder, self.n_items[d], init, freeze=cfg.freeze_local))
+        # Scores are <h_global, global item> + <h_d, local item>: the local part starts at column H.
+        self.score_split = hidden if len(self.local) else None
 
         self.uses_profiles = cfg.beta > 0
         if self.uses_profiles:
@@ -204,8 +210,9 @@ class LLM4CDSR(Recommender):
 
     # ----- training ------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        pos_logits, neg_logits, target_domain, h_global = self.step_logits(batch["mixed_seq"], batch["targets"], batch["negatives"])
-        rec = domain_balanced_bce(pos_logits, neg_logits, target_domain)
+        queries, pos, target_domain, h_global, has_target = self.step_queries(batch["mixed_seq"], batch["targets"])
+        rec = next_item_loss(self.loss, queries, to_local(pos, self.n_items[0]), target_domain, batch, has_target,
+                             self.n_items[0], self.item_vectors, self.item_table, self.score_split)
         loss = rec
         out = {"rec": rec.detach()}
         if self.cfg.alpha > 0:
@@ -221,28 +228,36 @@ class LLM4CDSR(Recommender):
         out["loss"] = loss
         return out
 
-    def step_logits(self, mixed_seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor):
-        """Logits of every step's positive and negative (P,), their domain (P,), global states (B, L, H).
+    def step_queries(self, mixed_seq: torch.Tensor, targets: torch.Tensor):
+        """The query of every step with a target, as scoring would form it for that target's domain.
 
-        P = the steps that have a target (targets > 0), in row-major order.
+        Returns queries (P, K), the targets (P,) (global ids), their domain (P,), the global states
+        (B, L, H) and the step mask (B, L); P = the steps with targets > 0, in row-major order.
+        Step t's query joins the global state at t and the target domain's state at its latest
+        item at or before t (0 before any), so logit = <query, item_table row> as in scoring.
         """
         has_target = targets > 0  # (B, L)
-        pos, neg = targets[has_target], negatives[has_target]  # (P,)
-        seq_vectors, pos_vectors, neg_vectors = self.global_items.lookup(mixed_seq, pos, neg)  # (B, L, H), (P, H), (P, H)
+        pos = targets[has_target]  # (P,)
+        seq_vectors = self.global_items.lookup(mixed_seq)[0]  # (B, L, H)
         h_global = self.global_encoder(seq_vectors, mixed_seq > 0, self.global_items.scale)  # (B, L, H)
-        h = h_global[has_target]  # (P, H)
+        queries = h_global[has_target]  # (P, H)
         target_domain = domain_of(pos, self.n_items[0])  # (P,)
-        pos_logits = (h * pos_vectors).sum(-1)  # (P,)
-        neg_logits = (h * neg_vectors).sum(-1)  # (P,)
-        for d, branch in enumerate(self.local):
-            local_seq, last_col = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W), (B, L)
-            h_local = gather_steps(branch(local_seq), last_col)[has_target]  # (P, H), 0 before any d item
-            in_d = target_domain == d  # (P,)
-            pos_local = torch.where(in_d, to_local(pos, self.n_items[0]), 0)  # (P,)
-            neg_local = torch.where(in_d, to_local(neg, self.n_items[0]), 0)  # (P,)
-            pos_logits = pos_logits + (h_local * branch.items(pos_local)).sum(-1) * in_d
-            neg_logits = neg_logits + (h_local * branch.items(neg_local)).sum(-1) * in_d
-        return pos_logits, neg_logits, target_domain, h_global
+        if len(self.local):
+            h_local = queries.new_zeros(queries.shape)  # (P, H)
+            for d, branch in enumerate(self.local):
+                local_seq, last_col = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W), (B, L)
+                h_d = gather_steps(branch(local_seq), last_col)[has_target]  # (P, H), 0 before any d item
+                h_local = torch.where((target_domain == d)[:, None], h_d, h_local)
+            queries = torch.cat([queries, h_local], dim=-1)  # (P, 2H)
+        return queries, pos, target_domain, h_global, has_target
+
+    def item_vectors(self, domain: int, local_ids: torch.Tensor) -> torch.Tensor:
+        """Rows of item_table(domain) for local ids (...,) -> (..., K), computing only those rows."""
+        offset = self.n_items[0] if domain == 1 else 0
+        vectors = self.global_items.lookup(local_ids + offset)[0]  # (..., H)
+        if len(self.local):
+            vectors = torch.cat([vectors, self.local[domain].items(local_ids)], dim=-1)  # (..., 2H)
+        return vectors
 
     def item_regularisation(self, reg_items: torch.Tensor) -> torch.Tensor | None:
         """Soft contrastive loss between one A item and one B item of each user with both domains."""

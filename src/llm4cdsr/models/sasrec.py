@@ -10,6 +10,11 @@ so that a batch padded to its own longest history and one padded to max_len give
     and never produces NaN; padding outputs are zeroed anyway).
 `causal: false` drops the causal mask, reproducing the authors' code, in which every training step
 sees the items after it (its own target included). Comparison only.
+
+The authors' encoder differs in two more ways, each a switch: its block layout (`block: authors`,
+see Block) and its padding: every sequence padded to max_len with no key-padding mask, so each
+query also attends to max_len - length identical padding keys. `null_key: true` gives exactly that
+attention as ONE extra key per row (score + log(max_len - length)), at dynamic-padding cost.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+NEG_INF = float("-inf")
+
 
 @dataclass
 class EncoderConfig:
@@ -29,6 +36,8 @@ class EncoderConfig:
     dropout: float = 0.5
     max_len: int = 50
     causal: bool = True
+    block: str = "prenorm"  # prenorm | authors (see Block)
+    null_key: bool = False  # attend to max_len - length padding keys, as the authors' unmasked padding does
 
 
 class Dropout(nn.Module):
@@ -59,7 +68,7 @@ def attention_mask(real: torch.Tensor, causal: bool) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, cfg: EncoderConfig):
+    def __init__(self, cfg: EncoderConfig, resid_dropout: bool = True):
         super().__init__()
         if cfg.hidden % cfg.heads:
             raise ValueError(f"hidden {cfg.hidden} is not divisible by heads {cfg.heads}")
@@ -67,22 +76,40 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
-        self.resid_dropout = Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout if resid_dropout else 0.0)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """(B, L, H) -> (B, L, H), or (B, 1, H) for the last query only (`last_only`)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, kv: torch.Tensor | None = None,
+                null_input: torch.Tensor | None = None, null_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, H): the queries' inputs -> (B, L, H), or (B, 1, H) for the last query only (`last_only`).
+
+        kv: the keys' and values' inputs (default x). null_input (H,) and null_bias (B,): one extra
+        key and value made from `null_input`, whose score gets `null_bias` added: a key repeated n
+        times weighs as one key with log(n) added, so this is exactly attention to n identical
+        padding keys (the authors' unmasked padding to max_len) without computing them.
+        """
         batch, length, hidden = x.shape
+        w_q, w_kv = self.qkv.weight.split([hidden, 2 * hidden])
+        b_q, b_kv = self.qkv.bias.split([hidden, 2 * hidden])
         if last_only:
-            w_q, w_kv = self.qkv.weight.split([hidden, 2 * hidden])
-            b_q, b_kv = self.qkv.bias.split([hidden, 2 * hidden])
             q = F.linear(x[:, -1:], w_q, b_q)  # (B, 1, H)
-            k, v = F.linear(x, w_kv, b_kv).split(hidden, dim=2)  # 2 x (B, L, H)
+            k, v = F.linear(x if kv is None else kv, w_kv, b_kv).split(hidden, dim=2)  # 2 x (B, L, H)
             mask = mask[:, :, -1:]  # (B, 1, 1, L)
-        else:
+        elif kv is None:
             q, k, v = self.qkv(x).split(hidden, dim=2)  # 3 x (B, L, H)
+        else:
+            q = F.linear(x, w_q, b_q)  # (B, L, H)
+            k, v = F.linear(kv, w_kv, b_kv).split(hidden, dim=2)  # 2 x (B, L, H)
+        if null_input is not None:
+            k_null, v_null = F.linear(null_input, w_kv, b_kv).split(hidden)  # (H,), (H,)
+            k = torch.cat([k_null.expand(batch, 1, hidden), k], dim=1)  # (B, 1 + L, H)
+            v = torch.cat([v_null.expand(batch, 1, hidden), v], dim=1)  # (B, 1 + L, H)
+            additive = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, NEG_INF)  # (B, 1, Lq, L)
+            null_col = null_bias.to(q.dtype)[:, None, None, None].expand(-1, 1, mask.shape[2], 1)  # (B, 1, Lq, 1)
+            mask = torch.cat([null_col, additive], dim=-1)  # (B, 1, Lq, 1 + L)
+        n_keys = k.shape[1]
         q = q.view(batch, q.shape[1], self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, Lq, hd)
-        k = k.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, L, hd)
-        v = v.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, L, hd)
+        k = k.view(batch, n_keys, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, Lk, hd)
+        v = v.view(batch, n_keys, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, Lk, hd)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, nh, Lq, hd)
@@ -103,21 +130,45 @@ class FeedForward(nn.Module):
         return self.dropout(self.proj(self.dropout(F.relu(self.fc(x)))))
 
 
+BLOCKS = ("prenorm", "authors")
+
+
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block (as nanoGPT); eps 1e-8 as SASRec."""
+    """A transformer block; eps 1e-8 as SASRec. Two layouts (`EncoderConfig.block`):
+
+    prenorm  x = x + Attn(LN(x)); x = x + FFN(LN(x))                       (nanoGPT)
+    authors  q = LN(x); x = q + Attn(q, keys and values from x); x = LN(x); x = x + FFN(x)
+             (SASRec.pytorch, the authors' code; no dropout on the attention output, as
+             nn.MultiheadAttention has none)
+    """
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
+        if cfg.block not in BLOCKS:
+            raise ValueError(f"model.block must be one of {BLOCKS}, got {cfg.block!r}")
+        self.layout = cfg.block
         self.ln_attn = nn.LayerNorm(cfg.hidden, eps=1e-8)
-        self.attn = SelfAttention(cfg)
+        self.attn = SelfAttention(cfg, resid_dropout=cfg.block == "prenorm")
         self.ln_ffn = nn.LayerNorm(cfg.hidden, eps=1e-8)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """(B, L, H) -> (B, L, H), or the last step alone (B, 1, H) (`last_only`)."""
-        y = self.attn(self.ln_attn(x), mask, last_only)
-        x = (x[:, -1:] if last_only else x) + y
-        return x + self.ffn(self.ln_ffn(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False,
+                null_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, H) -> (B, L, H), or the last step alone (B, 1, H) (`last_only`). `null_bias` (B,):
+        log of the padding keys each row would attend to when padded to max_len (None: none)."""
+        h = self.ln_attn(x)
+        null_input = None
+        if null_bias is not None:
+            # What a padding step (zeroed input) gives as the attention's key/value input.
+            zero = x.new_zeros(x.shape[-1])
+            null_input = self.ln_attn(zero) if self.layout == "prenorm" else zero
+        if self.layout == "prenorm":
+            y = self.attn(h, mask, last_only, null_input=null_input, null_bias=null_bias)
+            x = (x[:, -1:] if last_only else x) + y
+            return x + self.ffn(self.ln_ffn(x))
+        y = self.attn(h, mask, last_only, kv=x, null_input=null_input, null_bias=null_bias)
+        x = self.ln_ffn((h[:, -1:] if last_only else h) + y)
+        return x + self.ffn(x)
 
 
 class SASRecEncoder(nn.Module):
@@ -146,9 +197,13 @@ class SASRecEncoder(nn.Module):
         x = item_vectors * (math.sqrt(hidden) if scale is None else scale) + self.pos_emb(positions)
         x = self.emb_dropout(x) * keep
         mask = attention_mask(real, self.cfg.causal)
+        null_bias = None
+        if self.cfg.null_key:
+            n_padding = (self.cfg.max_len - real.sum(1)).to(x.dtype)  # (B,)
+            null_bias = torch.where(n_padding > 0, n_padding.clamp(min=1).log(), NEG_INF)  # (B,)
         for i, block in enumerate(self.blocks):
             last = last_only and i == len(self.blocks) - 1
-            x = block(x, mask, last) * (keep[:, -1:] if last else keep)
+            x = block(x, mask, last, null_bias) * (keep[:, -1:] if last else keep)
         if last_only:
             if not len(self.blocks):
                 x = x[:, -1:]

@@ -11,6 +11,10 @@ max_len + 1 items, left-padded to width L:
     negatives  (B, L)  one item of the target's domain the user never had in training (0 where no target)
     reg_items  (B, 2)  one A item and one B item of the user's window (0 where the user lacks that domain)
     user_idx   (B,)    user indices (for profiles)
+and, by objective (`LossConfig`; ce needs no negatives, so bce's are drawn for bce only):
+    chimeric_negatives (B, L)  bce with chimeric negatives: a second, independent negative per step
+    shared_negatives   (2, N)  sampled_ce: N items per domain (global ids), shared by the batch's steps
+    item_logq          (N_total + 1,)  sampled_ce with logq_correction: log sampling probability by global id
 Every random choice of epoch e, batch b comes from a generator seeded by (seed, e, b): a resumed
 run draws exactly what an uninterrupted run would.
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from llm4cdsr.models.base import LossConfig
 
 
 def left_pad(offsets: np.ndarray, items: np.ndarray, users: np.ndarray, max_len: int, width: int | None = None) -> np.ndarray:
@@ -85,6 +91,7 @@ class TrainBatches:
         seed: int,
         bucket_pool: int = 64,
         dynamic_padding: bool = True,
+        loss: LossConfig | None = None,
     ):
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.items = np.asarray(items, dtype=np.int64)
@@ -99,6 +106,24 @@ class TrainBatches:
         self.users = np.flatnonzero(lengths >= 2)
         self.lengths = np.minimum(lengths, max_len + 1)
         self.membership = MembershipIndex(self.offsets, self.items, sum(self.n_items))
+        self.loss = loss or LossConfig()
+        if self.loss.kind == "sampled_ce":
+            self.sampling = self._sampling_distributions()
+
+    def _sampling_distributions(self) -> list[np.ndarray]:
+        """Per domain, the cumulative sampling probability of local ids 1..n_d (uniform, or with
+        logq_correction in proportion to training counts + 1, so that no item is never drawn), and
+        log q by global id."""
+        counts = np.bincount(self.items, minlength=sum(self.n_items) + 1).astype(np.float64) + 1.0
+        cdfs, logq = [], np.zeros(sum(self.n_items) + 1, dtype=np.float32)
+        for d in (0, 1):
+            lo = 1 + (self.n_items[0] if d == 1 else 0)
+            weights = counts[lo : lo + self.n_items[d]] if self.loss.logq_correction else np.ones(self.n_items[d])
+            q = weights / weights.sum()
+            logq[lo : lo + self.n_items[d]] = np.log(q)
+            cdfs.append(np.cumsum(q))
+        self.item_logq = torch.from_numpy(logq)
+        return cdfs
 
     def __len__(self) -> int:
         return int(-(-len(self.users) // self.batch_size))
@@ -126,10 +151,24 @@ class TrainBatches:
         mixed_seq = np.ascontiguousarray(mixed_seq)
 
         rows, cols = np.nonzero(has_target)
+        target_domain = (targets[rows, cols] > self.n_items[0]).astype(np.int64)
+        extra: dict[str, torch.Tensor] = {}
         negatives = np.zeros_like(targets)
-        negatives[rows, cols] = sample_negatives(
-            rng, users[rows], (targets[rows, cols] > self.n_items[0]).astype(np.int64), self.n_items, self.membership
-        )
+        if self.loss.kind == "bce":
+            negatives[rows, cols] = sample_negatives(rng, users[rows], target_domain, self.n_items, self.membership)
+            if self.loss.chimeric_negatives:
+                chimeric = np.zeros_like(targets)
+                chimeric[rows, cols] = sample_negatives(rng, users[rows], target_domain, self.n_items, self.membership)
+                extra["chimeric_negatives"] = torch.from_numpy(chimeric)
+        elif self.loss.kind == "sampled_ce":
+            shared = np.stack([
+                1 + (self.n_items[0] if d == 1 else 0)
+                + np.minimum(np.searchsorted(cdf, rng.random(self.loss.num_negatives) * cdf[-1], side="right"), len(cdf) - 1)
+                for d, cdf in enumerate(self.sampling)
+            ])  # (2, N) global ids
+            extra["shared_negatives"] = torch.from_numpy(shared.astype(np.int64))
+            if self.loss.logq_correction:
+                extra["item_logq"] = self.item_logq
 
         # One random A item and one random B item of the window per user (argmax of random keys).
         keys = rng.random(window.shape)  # (B, L + 1)
@@ -145,4 +184,5 @@ class TrainBatches:
             "negatives": torch.from_numpy(negatives),
             "reg_items": torch.from_numpy(reg_items),
             "user_idx": torch.from_numpy(users.astype(np.int64)),
+            **extra,
         }

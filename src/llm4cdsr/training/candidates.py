@@ -10,6 +10,9 @@ The only thing the test target decides about validation is that it is never a va
         valid.npy   int32 (U, N) global ids
         test.npy    int32 (U, N) global ids
         meta.json   num_negatives, seed, dataset fingerprint, users, domains
+        valid_local.npy, test_local.npy   the authors' chimeric ruler only (eval.chimeric_negatives):
+                    a second set, drawn independently by the same rule, whose item j gives negative j
+                    its local part
 """
 from __future__ import annotations
 
@@ -85,9 +88,11 @@ def _history_count_by_domain(dataset: PreparedDataset) -> np.ndarray:
     return counts
 
 
-def load_or_draw(folder: Path, dataset: PreparedDataset, split: Split, num_negatives: int, seed: int) -> dict[str, np.ndarray]:
+def load_or_draw(folder: Path, dataset: PreparedDataset, split: Split, num_negatives: int, seed: int,
+                 chimeric: bool = False) -> dict[str, np.ndarray]:
     """{"valid": (U, n), "test": (U, n)} from `folder` (under the workspace's candidates/), drawn
-    and saved on first use. Checked against the split: no candidate is a target or input item."""
+    and saved on first use. Checked against the split: no candidate is a target or input item.
+    `chimeric`: also {"valid_local", "test_local"}, the second set of the authors' chimeric ruler."""
     fingerprint = dataset_fingerprint(dataset)
     path = Path(folder) / f"sampled-n{num_negatives}-seed{seed}-{fingerprint}"
     if (path / "meta.json").is_file():
@@ -109,6 +114,15 @@ def load_or_draw(folder: Path, dataset: PreparedDataset, split: Split, num_negat
         })
         log.info("drew sampled-evaluation candidates: %s", path)
     check_candidates(cands, dataset, split)
+    if chimeric:
+        for stage_id, stage in enumerate(("valid", "test")):
+            file = path / f"{stage}_local.npy"
+            if not file.is_file():
+                targets = split.valid_target if stage == "valid" else split.test_target
+                rng = np.random.default_rng([seed, stage_id, 1])
+                save_npy(file, draw_negatives(dataset, dataset.domain_of(targets).astype(np.int64), num_negatives, rng))
+            cands[f"{stage}_local"] = load_npy(file)
+        check_candidates({"valid": cands["valid_local"], "test": cands["test_local"]}, dataset, split)
     return cands
 
 

@@ -4,6 +4,10 @@ Inputs never hold the target: validation reads the training history and predicts
 target; test reads the training history plus the validation target and predicts the test target.
 
 - sampled (the paper's): rank among the target and the saved negatives (training/candidates.py).
+  Each candidate is ONE item in every part of a model's score. `local_negatives` switches to the
+  authors' chimeric ruler (comparison only): negative j of a two-part model (LLM4CDSR) is scored
+  global part of negatives[j] + local part of local_negatives[j], while the target is one item in
+  both, which inflates sampled metrics (METHOD.md).
 - full: rank among every item of the target's domain, except the user's other history items
   (the standard "filtered" protocol: an item already bought is not a recommendation). The target
   itself always stays, even if it also occurs earlier in the history.
@@ -56,9 +60,11 @@ def rank_targets(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     users: np.ndarray | None = None,
+    local_negatives: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """{mode: (U,) float ranks}; NaN for users not evaluated (a domain outside model.eval_domains,
-    or not in `users`). negatives: (U, n) global ids for the sampled mode."""
+    or not in `users`). negatives: (U, n) global ids for the sampled mode; local_negatives (U, n):
+    the chimeric ruler's second set (ignored by a model whose score has one part)."""
     modes = tuple(modes)
     n_users = len(inputs.targets)
     out = {mode: np.full(n_users, np.nan, dtype=np.float32) for mode in modes}
@@ -88,6 +94,10 @@ def rank_targets(
             if "sampled" in modes:
                 cands = np.concatenate([inputs.targets[users_d, None], negatives[users_d]], axis=1) - offset[d]  # (B_d, 1 + n)
                 scores = model.score(states_d, d, torch.from_numpy(cands.astype(np.int64)).to(device), table=tables[d])  # (B_d, 1 + n)
+                if local_negatives is not None and model.score_split is not None:
+                    local = np.concatenate([inputs.targets[users_d, None], local_negatives[users_d]], axis=1) - offset[d]
+                    scores = chimeric_scores(states_d[:, d], tables[d], torch.from_numpy(cands.astype(np.int64)).to(device),
+                                             torch.from_numpy(local.astype(np.int64)).to(device), model.score_split)
                 out["sampled"][users_d] = target_rank(scores[:, 1:], scores[:, 0]).cpu().numpy()
             if "full" in modes:
                 scores = model.score(states_d, d, table=tables[d])  # (B_d, n_d + 1)
@@ -99,6 +109,16 @@ def rank_targets(
                 out["full"][users_d] = target_rank(scores, target_scores).cpu().numpy()
     model.train(was_training)
     return out
+
+
+def chimeric_scores(query: torch.Tensor, table: torch.Tensor, global_ids: torch.Tensor, local_ids: torch.Tensor,
+                    split: int) -> torch.Tensor:
+    """The authors' sampled scoring: query (B, K) . [table[global_ids, :split] | table[local_ids, split:]]
+    -> (B, C). Column c takes its global part from item global_ids[:, c] and its local part from
+    item local_ids[:, c] (local ids of one domain's table)."""
+    global_part = torch.einsum("bk,bck->bc", query[:, :split], table[global_ids, :split])  # (B, C)
+    local_part = torch.einsum("bk,bck->bc", query[:, split:], table[local_ids, split:])  # (B, C)
+    return global_part + local_part
 
 
 def _history_of_domain(inputs: EvalInputs, users: np.ndarray, domain: int, n_items: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

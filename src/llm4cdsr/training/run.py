@@ -36,7 +36,7 @@ from llm4cdsr.config import dump_config
 from llm4cdsr.data.dataset import PreparedDataset, Split
 from llm4cdsr.io import read_json, write_json
 from llm4cdsr.models import build_model, model_shell
-from llm4cdsr.models.base import Recommender
+from llm4cdsr.models.base import LossConfig, Recommender
 from llm4cdsr.training.batching import TrainBatches
 from llm4cdsr.training.candidates import dataset_fingerprint, load_or_draw
 from llm4cdsr.training.evaluate import (
@@ -112,7 +112,8 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     if rank == 0:
         write_json(run_dir / "dataset_info.json", info)
     torch.manual_seed(cfg["seed"])  # the same initial weights on every process
-    model = build_model(model_cfg, info, item_vectors, profiles)
+    loss = LossConfig.from_section(train_cfg)
+    model = build_model(model_cfg, info, item_vectors, profiles, loss=loss)
     model.fit_statistics(split.train_offsets, split.train_items)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -121,11 +122,11 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
 
     # Rank 0 draws (or reads) the candidates first; the others then read the saved files.
     ws = Workspace(cfg["workspace"])
-    cands = load_or_draw(ws.candidates_dir, dataset, split, eval_cfg["num_negatives"], eval_cfg["candidate_seed"]) if rank == 0 else None
+    cands = load_candidates(ws, dataset, split, eval_cfg) if rank == 0 else None
     if dist.is_initialized():
         dist.barrier()
         if rank != 0:
-            cands = load_or_draw(ws.candidates_dir, dataset, split, eval_cfg["num_negatives"], eval_cfg["candidate_seed"])
+            cands = load_candidates(ws, dataset, split, eval_cfg)
 
     valid_inputs = eval_inputs(split, "valid")
     score_key = train_cfg["valid_metric"]
@@ -135,14 +136,14 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
 
     def validate(module: Recommender) -> dict[str, float]:
         ranks = rank_targets(module, valid_inputs, dataset.n_items, cands["valid"], (train_cfg["valid_mode"],),
-                             eval_cfg["batch_size"], device)[train_cfg["valid_mode"]]
+                             eval_cfg["batch_size"], device, local_negatives=cands.get("valid_local"))[train_cfg["valid_mode"]]
         return metrics_from_ranks(ranks, sorted(set(eval_cfg["ks"]) | {k}))
 
     started = time.perf_counter()
     state: dict[str, Any] = {"best_epoch": 0, "epoch": 0, "history": []}
     if model.trainable:
         batches = TrainBatches(split.train_offsets, split.train_items, dataset.n_items, model.max_len,
-                               train_cfg["batch_size"], cfg["seed"], train_cfg["bucket_pool"], train_cfg["dynamic_padding"])
+                               train_cfg["batch_size"], cfg["seed"], train_cfg["bucket_pool"], train_cfg["dynamic_padding"], loss)
         trainer = Trainer(model, batches, validate, TrainerConfig.from_section(train_cfg, score_key), run_dir, device, cfg["seed"])
         state = trainer.fit(resume)
         if state["best_epoch"] == 0:
@@ -160,6 +161,8 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
         "stopped_early": bool(state.get("stopped", False)),
         "parameters": {"total": n_params, "trainable": n_trainable},
+        "loss": loss.kind,
+        "sampled_scoring": sampled_scoring(model, eval_cfg),
         "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": dataset_fingerprint(dataset)},
     }
     summaries, frames = evaluate_model(model, dataset, split, cands, eval_cfg, device)
@@ -185,7 +188,8 @@ def evaluate_model(model: Recommender, dataset: PreparedDataset, split: Split, c
     frames: dict[str, pd.DataFrame] = {}
     for stage in ("valid", "test"):
         inputs = eval_inputs(split, stage)
-        ranks = rank_targets(model, inputs, dataset.n_items, cands[stage], MODES, eval_cfg["batch_size"], device)
+        ranks = rank_targets(model, inputs, dataset.n_items, cands[stage], MODES, eval_cfg["batch_size"], device,
+                             local_negatives=cands.get(f"{stage}_local"))
         frames[stage] = user_frame(dataset, split, inputs.targets, ranks, counts)
         summaries[stage] = {
             mode: summarize(frames[stage], mode, dataset.domains, eval_cfg["ks"], eval_cfg["length_buckets"], eval_cfg["popularity_buckets"])
@@ -209,10 +213,23 @@ def evaluate_run(run_dir: Path, eval_cfg: dict | None = None, workspace: Path | 
         raise RunError(f"{run_dir}: the dataset in {ws.dataset_dir} changed since this run was trained")
     eval_cfg = eval_cfg or cfg["eval"]
     split = dataset.split()
-    cands = load_or_draw(ws.candidates_dir, dataset, split, eval_cfg["num_negatives"], eval_cfg["candidate_seed"])
+    cands = load_candidates(ws, dataset, split, eval_cfg)
     device = resolve_device(cfg.get("device", "auto"))
     summaries, _ = evaluate_model(model.to(device), dataset, split, cands, eval_cfg, device)
     return summaries
+
+
+def load_candidates(ws: Workspace, dataset: PreparedDataset, split: Split, eval_cfg: dict) -> dict[str, np.ndarray]:
+    """The saved sampled candidates of eval_cfg (with the chimeric ruler's second set when asked)."""
+    return load_or_draw(ws.candidates_dir, dataset, split, eval_cfg["num_negatives"], eval_cfg["candidate_seed"],
+                        chimeric=bool(eval_cfg.get("chimeric_negatives", False)))
+
+
+def sampled_scoring(model: Recommender, eval_cfg: dict) -> str:
+    """How the sampled protocol scored this model's negatives, for results files."""
+    if eval_cfg.get("chimeric_negatives", False) and model.score_split is not None:
+        return "chimeric (the authors' ruler: a negative's global and local parts come from two different items)"
+    return "one item per candidate"
 
 
 def _headline(results: dict, domains) -> str:
