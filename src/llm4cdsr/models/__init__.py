@@ -16,6 +16,10 @@ Names (model.name):
     sasrec_single     one SASRec per domain over that domain's items (single_domain: one of them)
     gru4rec           GRU4Rec over the mixed sequence
     pop               popularity (training counts)
+    c2dsr             C2DSR (Cao et al., CIKM 2022): transition-graph encoder + SASRecs over the mixed
+                      and both domain sequences, per-domain softmax, contrastive infomax (c2dsr_*)
+    tri_cdr           Tri-CDR (Ma et al., TOIS 2024): SASRecs over the three sequences, triple
+                      cross-domain attention, InfoNCE + triplet contrast (tri_cdr_*)
 
 Scoring interface (models/base.py), the same for every model. Ids are global (A: 1..n_A,
 B: n_A+1..n_A+n_B) in histories and LOCAL (1..n_d) for candidates of a domain; 0 is padding.
@@ -41,14 +45,18 @@ from typing import Any
 
 from llm4cdsr.models.base import LOSSES, LossConfig, Recommender, pad_histories
 from llm4cdsr.models.baselines import GRU4Rec, Popularity, SASRecSingle
+from llm4cdsr.models.c2dsr import C2DSR, C2DSRConfig
 from llm4cdsr.models.llm4cdsr import LLM4CDSR, LLM4CDSRConfig
 from llm4cdsr.models.sasrec import EncoderConfig, SASRecEncoder
+from llm4cdsr.models.tri_cdr import TriCDR, TriCDRConfig
 
-MODEL_NAMES = ("llm4cdsr", "sasrec_mixed", "sasrec_mixed_llm", "sasrec_single", "gru4rec", "pop")
+MODEL_NAMES = ("llm4cdsr", "sasrec_mixed", "sasrec_mixed_llm", "sasrec_single", "gru4rec", "pop", "c2dsr", "tri_cdr")
 
 __all__ = [
+    "C2DSR",
     "LLM4CDSR",
     "MODEL_NAMES",
+    "C2DSRConfig",
     "EncoderConfig",
     "GRU4Rec",
     "LLM4CDSRConfig",
@@ -58,6 +66,8 @@ __all__ = [
     "Recommender",
     "SASRecEncoder",
     "SASRecSingle",
+    "TriCDR",
+    "TriCDRConfig",
     "build_model",
     "model_needs",
     "model_shell",
@@ -120,6 +130,19 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
         return SASRecSingle(encoder, n_items, domains, loss=loss)
     if name == "gru4rec":
         return GRU4Rec(n_items, model_cfg["hidden"], model_cfg["gru_layers"], model_cfg["dropout"], model_cfg["max_len"], loss=loss)
+    # C2DSR and Tri-CDR train with their papers' objectives (softmax over the domain; BCE with one
+    # negative per step), not train.loss; Tri-CDR's needs the bce batches' negatives.
+    if name == "c2dsr":
+        return C2DSR(encoder, n_items, C2DSRConfig(
+            lambda_=model_cfg["c2dsr_lambda"], gnn_layers=model_cfg["c2dsr_gnn_layers"], steps=model_cfg["c2dsr_steps"]))
+    if name == "tri_cdr":
+        if loss is not None and loss.kind != "bce":
+            raise ValueError(f"model.name=tri_cdr trains with its paper's BCE (one sampled negative per step): "
+                             f"set train.loss=bce, not {loss.kind!r}")
+        return TriCDR(encoder, n_items, TriCDRConfig(
+            logit_scale=model_cfg["tri_cdr_logit_scale"], temperature=model_cfg["tri_cdr_temperature"],
+            margin=model_cfg["tri_cdr_margin"], cl_weight=model_cfg["tri_cdr_cl_weight"],
+            triplet_weight=model_cfg["tri_cdr_triplet_weight"]))
     if name == "pop":
         return Popularity(n_items, model_cfg["max_len"])
     raise ValueError(f"unknown model.name {name!r} (known: {', '.join(MODEL_NAMES)})")

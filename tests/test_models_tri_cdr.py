@@ -1,0 +1,122 @@
+"""Tri-CDR: the attention unit, causality, train/score consistency, the triple contrast, one epoch."""
+import numpy as np
+import pytest
+import torch
+
+from llm4cdsr.config import load_config
+from llm4cdsr.models import build_model
+from llm4cdsr.models.base import LossConfig, domain_of
+from llm4cdsr.models.tri_cdr import AttentionUnit, nt_xent
+from llm4cdsr.training.run import load_run, train_run
+
+torch.set_num_threads(1)
+N_ITEMS = (10, 14)  # A: 1..10, B: 11..24
+INFO = {"domains": ["a", "b"], "n_items": list(N_ITEMS), "n_users": 4}
+
+
+def _cfg(**over):
+    cfg = load_config()["model"]
+    cfg.update(name="tri_cdr", hidden=8, max_len=10, dropout=0.2)
+    cfg.update(over)
+    return cfg
+
+
+def _model(**over):
+    torch.manual_seed(0)
+    return build_model(_cfg(**over), INFO)
+
+
+def _batch():
+    # Rows 0, 2 and 3 have both domains; rows 0 and 3 end on an A target, row 2 on a B target.
+    mixed_seq = torch.tensor([[0, 0, 1, 12, 3, 15], [0, 2, 4, 6, 8, 9], [11, 13, 5, 14, 16, 7], [12, 1, 13, 2, 14, 3]])
+    targets = torch.tensor([[0, 0, 12, 3, 15, 4], [0, 4, 6, 8, 9, 10], [13, 5, 14, 16, 7, 17], [1, 13, 2, 14, 3, 5]])
+    negatives = torch.tensor([[0, 0, 20, 7, 18, 6], [0, 1, 3, 5, 7, 1], [19, 10, 21, 22, 2, 23], [2, 11, 3, 12, 4, 6]])
+    return {"mixed_seq": mixed_seq, "targets": targets, "negatives": negatives}
+
+
+def test_attention_unit_equals_the_mlp_over_the_concatenated_features():
+    torch.manual_seed(0)
+    unit = AttentionUnit(4)
+    query, summary, keys = torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    q = query[:, :, None].expand(-1, -1, 5, -1)  # (B, Q, K, H)
+    s = summary[:, :, None].expand(-1, -1, 5, -1)
+    k = keys[:, None].expand(-1, 3, -1, -1)
+    naive = torch.cat([k, q, k * q, q - k, s], dim=-1)  # DIN's input, as their code builds it
+    expected = unit.out(unit.act2(unit.second(unit.act1(unit.first(naive))))).squeeze(-1)  # (B, Q, K)
+    torch.testing.assert_close(unit(query, summary, keys), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_nt_xent_follows_simclr():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    z = np.concatenate([a, b])
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    sim = np.exp(z @ z.T / 0.5)
+    pos = np.concatenate([np.diag(sim, 3), np.diag(sim, 3)])
+    expected = -np.log(pos / (sim.sum(1) - np.diag(sim))).mean()
+    assert float(nt_xent(torch.tensor(a), torch.tensor(b), 0.5)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_later_item_never_changes_an_earlier_step():
+    model = _model().eval()
+    batch = _batch()
+    step_domain = domain_of(batch["targets"], N_ITEMS[0])
+    with torch.no_grad():
+        before = model.fuse(model.step_attention(batch["mixed_seq"], step_domain), step_domain)
+        changed = batch["mixed_seq"].clone()
+        changed[:, 4] = torch.tensor([20, 21, 2, 6])  # other items, some of the other domain
+        after = model.fuse(model.step_attention(changed, step_domain), step_domain)
+    torch.testing.assert_close(after[:, :4], before[:, :4])
+    assert not torch.allclose(after[:, 4:], before[:, 4:])
+
+
+def test_every_step_and_the_score_agree_at_the_last_step():
+    """The training path (all steps at once, masks per step) and the scoring path (last step, one
+    query per domain) compute the same user vector."""
+    model = _model().eval()
+    seq = _batch()["mixed_seq"]
+    with torch.no_grad():
+        states = model.user_states(seq)  # (B, 2, H)
+        for d in (0, 1):
+            step_domain = torch.full_like(seq, d)
+            fused = model.fuse(model.step_attention(seq, step_domain), step_domain)[:, -1]  # (B, H)
+            expected = torch.nn.functional.normalize(fused, dim=-1) * model.cfg.logit_scale
+            torch.testing.assert_close(states[:, d], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_parts_and_the_triple_contrast_per_target_domain():
+    model = _model(tri_cdr_cl_weight=0.5, tri_cdr_triplet_weight=2.0)
+    out = model(_batch())
+    # rows 0 and 3 (both domains, last target A) form a group of two; row 2 is alone for B
+    assert set(out) == {"loss", "rec", "cl", "triplet"}
+    assert float(out["loss"].detach()) == pytest.approx(float(out["rec"] + 0.5 * out["cl"] + 2.0 * out["triplet"]), rel=1e-5)
+    out["loss"].backward()
+    assert model.heads[0].project[0][0].weight.grad is not None
+    assert model.heads[1].project[0][0].weight.grad is None  # B's group has one user: no contrast
+    single_domain = {k: v[1:2] for k, v in _batch().items()}
+    assert set(model(single_domain)) == {"loss", "rec"}
+
+
+def test_objectives_without_negatives_are_refused():
+    with pytest.raises(ValueError, match="train.loss=bce"):
+        build_model(_cfg(), INFO, loss=LossConfig("ce"))
+    batch = _batch()
+    batch["negatives"] = torch.zeros_like(batch["negatives"])
+    with pytest.raises(ValueError, match="train.loss=bce"):
+        _model()(batch)
+
+
+def test_one_epoch_through_train_run(synth_ds, tmp_path):
+    cfg = load_config([], [f"workspace={tmp_path}", "model.name=tri_cdr", "model.hidden=16", "model.max_len=20",
+                           "model.dropout=0.2", "train.batch_size=64", "train.progress=false", "train.epochs=1",
+                           "eval.num_negatives=30", "eval.batch_size=128"])
+    run_dir = tmp_path / "runs" / "tri_cdr"
+    results = train_run(cfg, run_dir, synth_ds)
+    assert results["best_epoch"] == 1
+    for mode in ("sampled", "full"):
+        for block in ("overall", *synth_ds.domains):
+            assert 0.0 <= results["test"][mode][block]["ndcg@10"] <= 1.0
+    model, _, _ = load_run(run_dir)
+    with torch.no_grad():
+        scores = model.score(model.user_states(torch.tensor([[0, 1, synth_ds.n_items[0] + 2]])), 1)
+    assert torch.isfinite(scores[:, 1:]).all()
