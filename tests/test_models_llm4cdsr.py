@@ -22,7 +22,7 @@ INFO = {"domains": ["a", "b"], "n_items": list(N_ITEMS), "n_users": 6, "global_d
 
 def _cfg(**over):
     cfg = load_config()["model"]
-    cfg.update(hidden=8, max_len=10, dropout=0.2)
+    cfg.update(hidden=8, max_len=10, dropout=0.2, beta=1.0, freeze_local=True)  # the authors' setting
     cfg.update(over)
     return cfg
 
