@@ -59,6 +59,6 @@ def test_overlap_refuses_profiles(synth_ds, tmp_path):
     from llm4cdsr.config import load_config
     from llm4cdsr.experiments import run_overlap
 
-    cfg = load_config([], [f"workspace={tmp_path}"])  # model.beta defaults to 1
+    cfg = load_config([], [f"workspace={tmp_path}", "model.beta=1"])
     with pytest.raises(ValueError, match="leak the removed domain"):
         run_overlap(cfg, [0.5], ["llm4cdsr"], tmp_path / "out", synth_ds)
