@@ -85,12 +85,13 @@ print(json.dumps({"seconds": elapsed, "batches": len(todo), "plan_batches": len(
 """
 
 
-def run_child(ws: Path, variant: str, first: int, count: int, threads: int) -> dict:
+def run_child(ws: Path, variant: str, first: int, count: int, threads: int, child: str = CHILD) -> dict:
+    """Time batches first..first+count of one variant in a fresh process (`child`: the script)."""
     # OpenMP threads that spin while another process holds a core slow a shared machine down
     # several times over; passive waiting unless the caller chose otherwise.
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ws), variant, str(first), str(count), str(threads)],
+    out = subprocess.run([sys.executable, "-c", child, str(ws), variant, str(first), str(count), str(threads)],
                          check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
