@@ -247,3 +247,20 @@ def test_authors_block_layout():
 def _part(block, i):
     w, b = block.attn.qkv.weight, block.attn.qkv.bias
     return w[4 * i : 4 * (i + 1)], b[4 * i : 4 * (i + 1)]
+
+
+def test_the_chimeric_ruler_saves_a_second_independent_candidate_set(tmp_path):
+    from llm4cdsr.training.candidates import load_or_draw
+
+    ds = synth_dataset(0, n_users=80)
+    split = ds.split()
+    plain = load_or_draw(tmp_path, ds, split, 10, seed=3)
+    assert set(plain) == {"valid", "test"}
+    chimeric = load_or_draw(tmp_path, ds, split, 10, seed=3, chimeric=True)
+    for stage in ("valid", "test"):
+        assert np.array_equal(chimeric[stage], plain[stage])  # the first set is the one every model uses
+        second = chimeric[f"{stage}_local"]
+        assert second.shape == plain[stage].shape and not np.array_equal(second, plain[stage])
+        assert (ds.domain_of(second) == ds.domain_of(plain[stage])).all()  # same rule: the target's domain
+    again = load_or_draw(tmp_path, ds, split, 10, seed=3, chimeric=True)  # saved, not redrawn
+    assert np.array_equal(again["test_local"], chimeric["test_local"])
