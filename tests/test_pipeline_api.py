@@ -205,3 +205,14 @@ def test_overlap_experiment_cli(run_dir, tmp_path, capsys):
     assert "| 0 | pop |" in (out / "results.md").read_text()
     zero = table[(table.ratio == 0) & (table["mode"] == "sampled")]
     assert (zero["kept_both"] == 0).all() and (zero["training_items_dropped"] > 0).all()
+
+
+def test_evaluate_on_the_authors_chimeric_ruler(run_dir, tmp_path):
+    out = tmp_path / "chimeric.json"
+    assert main(["evaluate", str(run_dir), "eval.chimeric_negatives=true", "-o", str(out)]) == 0
+    chimeric = json.loads(out.read_text())
+    honest = json.loads((run_dir / "results.json").read_text())
+    assert chimeric["sampled_scoring"].startswith("chimeric") and honest["sampled_scoring"] == "one item per candidate"
+    # full ranking has no negatives to pair: unchanged; the sampled ruler is another one
+    assert chimeric["test"]["full"]["overall"] == honest["test"]["full"]["overall"]
+    assert chimeric["test"]["sampled"]["overall"]["ndcg@10"] != honest["test"]["sampled"]["overall"]["ndcg@10"]

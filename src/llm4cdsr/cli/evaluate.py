@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     except (RunError, CandidateError) as e:
         raise CliError(str(e)) from e
     print(f"run: {run_dir}")
+    print(f"sampled candidates scored: {summaries['sampled_scoring']}")
     for stage in ("valid", "test"):
         print(format_results(summaries, stage).replace(" (best epoch -)", ""))
     if args.output:
