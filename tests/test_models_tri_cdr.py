@@ -44,6 +44,10 @@ def test_attention_unit_equals_the_mlp_over_the_concatenated_features():
     naive = torch.cat([k, q, k * q, q - k, s], dim=-1)  # DIN's input, as their code builds it
     expected = unit.out(unit.act2(unit.second(unit.act1(unit.first(naive))))).squeeze(-1)  # (B, Q, K)
     torch.testing.assert_close(unit(query, summary, keys), expected, rtol=1e-5, atol=1e-6)
+    allowed = torch.rand(2, 3, 5, generator=torch.Generator().manual_seed(1)) < 0.5  # only these pairs are scored
+    got = unit(query, summary, keys, allowed)
+    torch.testing.assert_close(got[allowed], expected[allowed], rtol=1e-5, atol=1e-6)
+    assert (got[~allowed] == torch.finfo(got.dtype).min).all()
 
 
 def test_nt_xent_follows_simclr():
@@ -97,13 +101,28 @@ def test_loss_parts_and_the_triple_contrast_per_target_domain():
     assert set(model(single_domain)) == {"loss", "rec"}
 
 
-def test_objectives_without_negatives_are_refused():
-    with pytest.raises(ValueError, match="train.loss=bce"):
-        build_model(_cfg(), INFO, loss=LossConfig("ce"))
+def test_the_paper_objective_reads_the_negatives_and_ce_is_the_scoring_softmax():
     batch = _batch()
-    batch["negatives"] = torch.zeros_like(batch["negatives"])
-    with pytest.raises(ValueError, match="train.loss=bce"):
-        _model()(batch)
+    batch["targets"][:, :-1] = 0  # the last step only, whose user vector is the score's
+    bce = _model().eval()
+    with torch.no_grad():
+        rec = float(bce(batch)["rec"])
+        other = {**batch, "negatives": batch["negatives"] + 1}  # other negatives (same domains)
+        assert float(bce(other)["rec"]) != pytest.approx(rec, rel=1e-4)
+        ce = _model()
+        ce.load_state_dict(bce.state_dict())
+        ce.loss = LossConfig("ce")
+        ce.eval()
+        no_negatives = {**batch, "negatives": torch.zeros_like(batch["negatives"])}  # ce batches carry none
+        got = float(ce(no_negatives)["rec"])
+        scores = ce.user_states(batch["mixed_seq"])
+        last = batch["targets"][:, -1]
+        expected = 0.0
+        for d in (0, 1):
+            rows = domain_of(last, N_ITEMS[0]) == d
+            logits = ce.score(scores[rows], d)[:, 1:]  # (R, n_d)
+            expected += float(torch.nn.functional.cross_entropy(logits, last[rows] - (N_ITEMS[0] if d else 0) - 1))
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
 def test_one_epoch_through_train_run(synth_ds, tmp_path):

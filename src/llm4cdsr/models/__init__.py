@@ -130,19 +130,15 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
         return SASRecSingle(encoder, n_items, domains, loss=loss)
     if name == "gru4rec":
         return GRU4Rec(n_items, model_cfg["hidden"], model_cfg["gru_layers"], model_cfg["dropout"], model_cfg["max_len"], loss=loss)
-    # C2DSR and Tri-CDR train with their papers' objectives (softmax over the domain; BCE with one
-    # negative per step), not train.loss; Tri-CDR's needs the bce batches' negatives.
+    # C2DSR's objective is its paper's softmax over the whole domain, whatever train.loss says.
     if name == "c2dsr":
         return C2DSR(encoder, n_items, C2DSRConfig(
             lambda_=model_cfg["c2dsr_lambda"], gnn_layers=model_cfg["c2dsr_gnn_layers"], steps=model_cfg["c2dsr_steps"]))
     if name == "tri_cdr":
-        if loss is not None and loss.kind != "bce":
-            raise ValueError(f"model.name=tri_cdr trains with its paper's BCE (one sampled negative per step): "
-                             f"set train.loss=bce, not {loss.kind!r}")
         return TriCDR(encoder, n_items, TriCDRConfig(
             logit_scale=model_cfg["tri_cdr_logit_scale"], temperature=model_cfg["tri_cdr_temperature"],
             margin=model_cfg["tri_cdr_margin"], cl_weight=model_cfg["tri_cdr_cl_weight"],
-            triplet_weight=model_cfg["tri_cdr_triplet_weight"]))
+            triplet_weight=model_cfg["tri_cdr_triplet_weight"]), loss=loss)
     if name == "pop":
         return Popularity(n_items, model_cfg["max_len"])
     raise ValueError(f"unknown model.name {name!r} (known: {', '.join(MODEL_NAMES)})")

@@ -46,7 +46,8 @@ Where we differ on purpose (simplifications, each for the one harness):
   - `steps` (their `used = 10`): the prediction losses use each history's newest `steps` steps (the
     softmax over a large domain is the memory of a training step); the infomax uses every step.
   - Xavier-normal initialisation of every matrix, as the harness's other models (theirs: PyTorch's
-    defaults). The objective is the paper's own: `train.loss` does not apply to this model.
+    defaults). The objective is the paper's own, softmax over the whole domain (what `train.loss=ce`
+    is for the other models), whatever `train.loss` says: it needs no sampled negatives.
 The graph is built by `fit_statistics` from the training split only (no validation or test target
 is an edge) and saved with the weights as buffers, so `model_shell` + `load_state_dict` restores it.
 Training positions still see edges to their own training targets (a transition graph of the training
@@ -222,11 +223,13 @@ class C2DSR(Recommender):
 
     def encode_mixed(self, mixed_seq: torch.Tensor, table: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(B, L) global ids -> (B, L, H) states, or (B, H) with `last_only`."""
-        return self.encoder(table[mixed_seq], mixed_seq > 0, last_only=last_only)
+        # F.embedding, not table[ids]: its backward adds repeated ids in a fixed order (indexing's
+        # uses atomics on 2+ CPU threads, so runs would differ).
+        return self.encoder(F.embedding(mixed_seq, table), mixed_seq > 0, last_only=last_only)
 
     def encode_domain(self, d: int, local_seq: torch.Tensor, table: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(B, W) local ids of domain d -> (B, W, H) states, or (B, H); 0 for users without d items."""
-        return encode_rows(self.domain_encoders[d], table[local_seq], local_seq > 0, last_only)
+        return encode_rows(self.domain_encoders[d], F.embedding(local_seq, table), local_seq > 0, last_only)
 
     def step_states(self, mixed_seq: torch.Tensor):
         """Per step t: the mixed state (B, L, H) and, per domain, the domain state at the latest item

@@ -15,9 +15,10 @@ What it is:
     mixed states up to t, the source states up to t and the target states up to t; the mixed
     summary is the mean of the mixed states up to t. The three attended vectors are fused by a
     per-domain MLP (3H -> H, LeakyReLU, H -> H) into the user vector f.
-  - Prediction: logit = scale * cos(f, E_d[i]), E_d the target domain's table; binary
-    cross-entropy of the positive and one sampled negative of its domain per step (the harness's
-    negatives, never in the user's history, as theirs).
+  - Prediction: logit = scale * cos(f, E_d[i]), E_d the target domain's table. Their objective is
+    binary cross-entropy of the positive and one sampled negative of its domain per step, never in
+    the user's history: `train.loss=bce` here. The harness's other objectives (`ce`, `sampled_ce`)
+    apply to these logits like to every model's.
   - Triple contrastive learning (TCL) at each user's last step, for users with both domains: the
     three attended vectors through per-role projection heads (H -> H, ReLU, H -> H); coarse-grained:
     InfoNCE (NT-Xent, in-batch negatives, temperature tau) between each pair (mixed-source,
@@ -46,7 +47,6 @@ Where we differ on purpose (simplifications, each for the one harness):
   - The optimiser is the harness's Adam, constant learning rate (theirs: betas 0.9/0.98 with an
     exponential learning-rate decay of 0.99 per epoch).
   - InfoNCE pairs are weighted equally (their rate_* options, default 1 : 1 : 1).
-The objective is the paper's own (BCE with the bce batches' negatives): it needs `train.loss=bce`.
 """
 from __future__ import annotations
 
@@ -57,11 +57,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm4cdsr.models.base import (
+    LossConfig,
     Recommender,
-    domain_balanced_bce,
     domain_of,
     domain_subsequence,
     gather_steps,
+    next_item_loss,
     to_local,
     xavier_init_,
 )
@@ -74,8 +75,9 @@ ROLES = ("mixed", "source", "target")
 class AttentionUnit(nn.Module):
     """DIN's local activation unit: score(query, key) = MLP([k, q, k * q, q - k, summary]).
 
-    The first layer is applied term by term, so the (query, key) grid is only materialised for the
-    product term: W [k, q, k*q, q-k, s] = (W_k - W_d) k + (W_q + W_d) q + W_s s + W_p (k * q).
+    The first layer is applied term by term, so that only the product term is computed per pair:
+    W [k, q, k*q, q-k, s] = (W_k - W_d) k + (W_q + W_d) q + W_s s + W_p (k * q). Only the allowed
+    pairs go through the MLP (a causal grid allows about half of them).
     """
 
     def __init__(self, hidden: int, sizes: tuple[int, int] = (80, 40)):
@@ -87,14 +89,24 @@ class AttentionUnit(nn.Module):
         self.act2 = nn.PReLU()
         self.out = nn.Linear(sizes[1], 1)
 
-    def forward(self, query: torch.Tensor, summary: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """query, summary (B, Q, H), keys (B, K, H) -> scores (B, Q, K)."""
+    def forward(self, query: torch.Tensor, summary: torch.Tensor, keys: torch.Tensor,
+                allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """query, summary (B, Q, H), keys (B, K, H) -> scores (B, Q, K) of the allowed pairs
+        (allowed (B, Q, K) bool, default all); the others are the dtype's minimum."""
+        batch, n_query, n_key = query.shape[0], query.shape[1], keys.shape[1]
+        if allowed is None:
+            allowed = torch.ones(batch, n_query, n_key, dtype=torch.bool, device=query.device)
         w_key, w_query, w_prod, w_diff, w_summary = self.first.weight.split(self.hidden, dim=1)  # 5 x (S, H)
-        per_key = keys @ (w_key - w_diff).T  # (B, K, S)
-        per_query = query @ (w_query + w_diff).T + summary @ w_summary.T + self.first.bias  # (B, Q, S)
-        pair = F.linear(query[:, :, None, :] * keys[:, None, :, :], w_prod)  # (B, Q, K, S)
-        x = self.act1(pair + per_key[:, None] + per_query[:, :, None])  # (B, Q, K, S)
-        return self.out(self.act2(self.second(x))).squeeze(-1)  # (B, Q, K)
+        per_key = (keys @ (w_key - w_diff).T).flatten(0, 1)  # (B K, S)
+        per_query = (query @ (w_query + w_diff).T + summary @ w_summary.T + self.first.bias).flatten(0, 1)  # (B Q, S)
+        b, q, k = allowed.nonzero(as_tuple=True)  # (M,) each, row-major
+        at_query, at_key = b * n_query + q, b * n_key + k  # (M,)
+        # F.embedding as the gather: its backward adds in a fixed order (indexing's uses atomics).
+        pair = F.linear(F.embedding(at_query, query.flatten(0, 1)) * F.embedding(at_key, keys.flatten(0, 1)), w_prod)  # (M, S)
+        x = self.act1(pair + F.embedding(at_key, per_key) + F.embedding(at_query, per_query))  # (M, S)
+        scores = self.out(self.act2(self.second(x))).squeeze(-1)  # (M,)
+        full = scores.new_full(allowed.shape, torch.finfo(scores.dtype).min)  # (B, Q, K)
+        return full.masked_scatter(allowed, scores)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -107,10 +119,10 @@ def triple_attention(unit: AttentionUnit, query: torch.Tensor, summary: torch.Te
                      masks: list[torch.Tensor]) -> list[torch.Tensor]:
     """One score per (query, key) from the shared unit, one softmax per role.
 
-    query, summary (B, Q, H); keys (B, K, H): the mixed, A and B states side by side; masks: per role
+    query, summary (B, Q, H); keys (B, K, H): mixed and domain states side by side; masks: per role
     (mixed, source, target), (B, Q, K) True where the query may attend. Returns 3 x (B, Q, H).
     """
-    scores = unit(query, summary, keys)  # (B, Q, K)
+    scores = unit(query, summary, keys, masks[0] | masks[1] | masks[2])  # (B, Q, K)
     return [masked_softmax(scores, mask) @ keys for mask in masks]  # 3 x (B, Q, H)
 
 
@@ -151,9 +163,12 @@ class TriCDRConfig:
 
 
 class TriCDR(Recommender):
-    def __init__(self, encoder_cfg: EncoderConfig, n_items: tuple[int, int], cfg: TriCDRConfig | None = None):
+    def __init__(self, encoder_cfg: EncoderConfig, n_items: tuple[int, int], cfg: TriCDRConfig | None = None,
+                 loss: LossConfig | None = None):
+        """`loss`: the next-item objective (default bce, the paper's)."""
         super().__init__()
         self.cfg = cfg or TriCDRConfig()
+        self.loss = loss or LossConfig()
         self.n_items = (int(n_items[0]), int(n_items[1]))
         self.max_len = encoder_cfg.max_len
         hidden = encoder_cfg.hidden
@@ -166,41 +181,45 @@ class TriCDR(Recommender):
 
     # ----- the three sequences and the attention -------------------------------------------------
     def encode(self, mixed_seq: torch.Tensor):
-        """States of the three encoders: mixed (B, L, H); per domain (B, W_d, H), local ids (B, W_d)
-        and the column of each step's latest item of the domain (B, L) (-1 before the first)."""
+        """The three encoders, laid out on the mixed steps: the mixed state at each step (B, L, H);
+        at each step holding an item, that item's state in its own domain's encoder (B, L, H), so
+        the two domains' keys of a row fit in L columns; and per domain, the state at the latest
+        item of the domain at or before each step (B, L, H) (0 before the first): the queries."""
         h_mixed = self.encoder(self.items(mixed_seq), mixed_seq > 0)  # (B, L, H)
-        states, local, last = [], [], []
+        is_b = domain_of(mixed_seq, self.n_items[0]).bool()[..., None]  # (B, L, 1)
+        latest = []
         for branch, d in zip(self.branches, (0, 1)):
             local_seq, last_col = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W_d), (B, L)
-            states.append(branch(local_seq))  # (B, W_d, H)
-            local.append(local_seq)
-            last.append(last_col)
-        return h_mixed, states, local, last
+            latest.append(gather_steps(branch(local_seq), last_col))  # (B, L, H)
+        # At an item of domain d, the latest d item is the item itself.
+        own = torch.where(is_b, latest[1], latest[0]) * (mixed_seq > 0)[..., None]  # (B, L, H)
+        return h_mixed, own, latest
+
+    def _attend(self, mixed_seq, h_mixed, own, query, summary, allowed, query_domain) -> list[torch.Tensor]:
+        """TCA for queries (B, Q, H) of target domain query_domain (B, Q) that may see the steps
+        allowed (B, Q, L): keys = the mixed states and the domain states side by side (B, 2L, H)."""
+        item_domain = domain_of(mixed_seq, self.n_items[0])  # (B, L)
+        allowed = allowed & (mixed_seq > 0)[:, None, :]  # (B, Q, L)
+        same = item_domain[:, None, :] == query_domain[:, :, None]  # (B, Q, L): key in the target domain
+        none = torch.zeros_like(allowed)
+        masks = [
+            torch.cat([allowed, none], dim=-1),  # mixed
+            torch.cat([none, allowed & ~same], dim=-1),  # source
+            torch.cat([none, allowed & same], dim=-1),  # target
+        ]  # 3 x (B, Q, 2L)
+        keys = torch.cat([h_mixed, own], dim=1)  # (B, 2L, H)
+        return triple_attention(self.attention, query, summary, keys, masks)
 
     def step_attention(self, mixed_seq: torch.Tensor, step_domain: torch.Tensor) -> list[torch.Tensor]:
         """TCA at every step t with target domain step_domain[:, t] (B, L): 3 x (B, L, H) attended
         vectors in ROLES order, each from steps at or before t only."""
-        h_mixed, states, local, last = self.encode(mixed_seq)
-        length = mixed_seq.shape[1]
-        real = mixed_seq > 0  # (B, L)
-        steps = torch.arange(length, device=mixed_seq.device)
-        mixed_mask = real[:, None, :] & (steps[None, :, None] >= steps[None, None, :])  # (B, L, L): key j <= t
-        domain_masks = []
-        for d in (0, 1):
-            cols = torch.arange(local[d].shape[1], device=mixed_seq.device)
-            domain_masks.append((local[d] > 0)[:, None, :] & (cols[None, None, :] <= last[d][:, :, None]))  # (B, L, W_d)
-        is_b = (step_domain == 1)[..., None]  # (B, L, 1)
-        none_mixed = mixed_mask.new_zeros(mixed_mask.shape)  # (B, L, L)
-        masks = [
-            torch.cat([mixed_mask, torch.zeros_like(domain_masks[0]), torch.zeros_like(domain_masks[1])], dim=-1),
-            torch.cat([none_mixed, domain_masks[0] & is_b, domain_masks[1] & ~is_b], dim=-1),  # source
-            torch.cat([none_mixed, domain_masks[0] & ~is_b, domain_masks[1] & is_b], dim=-1),  # target
-        ]  # 3 x (B, L, L + W_A + W_B)
-        query = torch.where(is_b, gather_steps(states[1], last[1]), gather_steps(states[0], last[0]))  # (B, L, H)
-        counts = real.cumsum(1).clamp(min=1)[..., None].to(h_mixed.dtype)  # (B, L, 1)
+        h_mixed, own, latest = self.encode(mixed_seq)
+        steps = torch.arange(mixed_seq.shape[1], device=mixed_seq.device)
+        causal = (steps[:, None] >= steps[None, :])[None].expand(mixed_seq.shape[0], -1, -1)  # (B, L, L): key j <= t
+        query = torch.where((step_domain == 1)[..., None], latest[1], latest[0])  # (B, L, H)
+        counts = (mixed_seq > 0).cumsum(1).clamp(min=1)[..., None].to(h_mixed.dtype)  # (B, L, 1)
         summary = h_mixed.cumsum(1) / counts  # (B, L, H): mean of the mixed states up to t (padding is 0)
-        keys = torch.cat([h_mixed, states[0], states[1]], dim=1)  # (B, L + W_A + W_B, H)
-        return triple_attention(self.attention, query, summary, keys, masks)
+        return self._attend(mixed_seq, h_mixed, own, query, summary, causal, step_domain)
 
     def fuse(self, attended: list[torch.Tensor], step_domain: torch.Tensor) -> torch.Tensor:
         """Each step's user vector (B, L, H) from its target domain's head."""
@@ -209,23 +228,14 @@ class TriCDR(Recommender):
 
     # ----- training ------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        mixed_seq, targets, negatives = batch["mixed_seq"], batch["targets"], batch["negatives"]
+        mixed_seq, targets = batch["mixed_seq"], batch["targets"]
         has_target = targets > 0  # (B, L)
-        neg = negatives[has_target]  # (P,)
-        if bool((neg <= 0).any()):
-            raise ValueError("tri_cdr trains with its paper's loss, BCE with one sampled negative per step: "
-                             "use train.loss=bce (the batches of other objectives carry no such negatives)")
         step_domain = domain_of(targets, self.n_items[0])  # (B, L)
         attended = self.step_attention(mixed_seq, step_domain)
         user = F.normalize(self.fuse(attended, step_domain)[has_target], dim=-1) * self.cfg.logit_scale  # (P, H)
-        pos, target_domain = targets[has_target], step_domain[has_target]  # (P,), (P,)
-        pos_vec = torch.zeros_like(user)  # (P, H)
-        neg_vec = torch.zeros_like(user)  # (P, H)
-        for d, branch in enumerate(self.branches):
-            in_d = target_domain == d  # (P,)
-            pos_vec[in_d] = F.normalize(branch.items(to_local(pos[in_d], self.n_items[0])), dim=-1)
-            neg_vec[in_d] = F.normalize(branch.items(to_local(neg[in_d], self.n_items[0])), dim=-1)
-        rec = domain_balanced_bce((user * pos_vec).sum(-1), (user * neg_vec).sum(-1), target_domain)
+        pos_local = to_local(targets[has_target], self.n_items[0])  # (P,)
+        rec = next_item_loss(self.loss, user, pos_local, step_domain[has_target], batch, has_target, self.n_items[0],
+                             self.item_vectors, self.item_table)
         out = {"rec": rec.detach()}
         loss = rec
         parts = self.triple_contrast([a[:, -1] for a in attended], step_domain[:, -1], mixed_seq)
@@ -262,25 +272,20 @@ class TriCDR(Recommender):
     # ----- scoring -------------------------------------------------------------------------------
     def user_states(self, mixed_seq: torch.Tensor, user_idx: torch.Tensor | None = None) -> torch.Tensor:
         """TCA at the last step, once per target domain: (B, 2, H)."""
-        h_mixed, states, local, _ = self.encode(mixed_seq)
-        real = mixed_seq > 0  # (B, L)
-        summary = (h_mixed.sum(1) / real.sum(1, keepdim=True).clamp(min=1).to(h_mixed.dtype))[:, None].expand(-1, 2, -1)  # (B, 2, H)
-        query = torch.stack([states[0][:, -1], states[1][:, -1]], dim=1)  # (B, 2, H): query d = d's last state
-        keys = torch.cat([h_mixed, states[0], states[1]], dim=1)  # (B, K, H)
-        key_real = [real, local[0] > 0, local[1] > 0]
-        no = [torch.zeros_like(m) for m in key_real]
-
-        def role_mask(parts_a, parts_b):  # (B, 2, K): row 0 = query of target A, row 1 = target B
-            return torch.stack([torch.cat(parts_a, dim=-1), torch.cat(parts_b, dim=-1)], dim=1)
-
-        masks = [
-            role_mask([key_real[0], no[1], no[2]], [key_real[0], no[1], no[2]]),  # mixed
-            role_mask([no[0], no[1], key_real[2]], [no[0], key_real[1], no[2]]),  # source: the other domain
-            role_mask([no[0], key_real[1], no[2]], [no[0], no[1], key_real[2]]),  # target
-        ]
-        attended = triple_attention(self.attention, query, summary, keys, masks)  # 3 x (B, 2, H)
+        h_mixed, own, latest = self.encode(mixed_seq)
+        batch, length = mixed_seq.shape
+        query = torch.stack([latest[0][:, -1], latest[1][:, -1]], dim=1)  # (B, 2, H): query d = d's last state
+        n_real = (mixed_seq > 0).sum(1).clamp(min=1)[:, None].to(h_mixed.dtype)  # (B, 1)
+        summary = (h_mixed.sum(1) / n_real)[:, None].expand(-1, 2, -1)  # (B, 2, H)
+        every_step = torch.ones(batch, 2, length, dtype=torch.bool, device=mixed_seq.device)  # (B, 2, L)
+        query_domain = torch.tensor([0, 1], device=mixed_seq.device).expand(batch, 2)  # (B, 2)
+        attended = self._attend(mixed_seq, h_mixed, own, query, summary, every_step, query_domain)  # 3 x (B, 2, H)
         fused = torch.stack([self.heads[d]([a[:, d] for a in attended]) for d in (0, 1)], dim=1)  # (B, 2, H)
         return F.normalize(fused, dim=-1) * self.cfg.logit_scale
+
+    def item_vectors(self, domain: int, local_ids: torch.Tensor) -> torch.Tensor:
+        """Unit item vectors of one domain (..., H), as the table holds them."""
+        return F.normalize(self.branches[domain].items(local_ids), dim=-1)
 
     def item_table(self, domain: int) -> torch.Tensor:
         table = F.normalize(self.branches[domain].items.weight[1:], dim=-1)  # (n_d, H)
