@@ -3,6 +3,10 @@ padded batches against the same model and the same batches with all three sequen
 each domain's) padded to max_len, as the authors' code does (target: >= 4x).
 
     python benchmarks/bench_train.py [--workspace workspace-food-kitchen] [--batches N] [--threads 2]
+                                     [--models llm4cdsr,c2dsr,tri_cdr]
+
+--models adds other models' epochs beside LLM4CDSR's (bucketed, dynamically padded batches, the same
+batches, package defaults of each model): the cross-domain baselines C2DSR and Tri-CDR.
 
 Paper settings (defaults/model.yaml, train.yaml: H 128, 2 blocks, 1 head, dropout 0.5, batch 128,
 max_len 50, alpha 0.1, beta 1). Each variant runs in a fresh subprocess, one after the other, so its
@@ -39,7 +43,9 @@ from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embedd
 
 ws, variant, first, count, threads = Workspace(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
-cfg = load_config([], ["workspace=" + str(ws.root)])
+# "dynamic" and "padded" are LLM4CDSR's two variants; any other variant names a model (dynamic padding).
+model_name = "llm4cdsr" if variant in ("dynamic", "padded") else variant
+cfg = load_config([], ["workspace=" + str(ws.root), "model.name=" + model_name])
 ds = PreparedDataset.load(ws.dataset_dir)
 split = ds.split()
 rng = np.random.default_rng(0)
@@ -61,9 +67,10 @@ if variant == "padded":  # as the authors' code: the two domain subsequences are
     llm4cdsr_module.domain_subsequence = functools.partial(base.domain_subsequence, width=cfg["model"]["max_len"])
 torch.manual_seed(0)
 model = build_model(cfg["model"], dataset_info(ds, vectors, profiles), vectors, profiles)
+model.fit_statistics(split.train_offsets, split.train_items)  # C2DSR's transition graphs; others: nothing
 optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
 batches = TrainBatches(split.train_offsets, split.train_items, ds.n_items, model.max_len, cfg["train"]["batch_size"],
-                       seed=0, bucket_pool=cfg["train"]["bucket_pool"], dynamic_padding=(variant == "dynamic"))
+                       seed=0, bucket_pool=cfg["train"]["bucket_pool"], dynamic_padding=(variant != "padded"))
 plan = batches.plan(1)
 todo = list(enumerate(plan))[first:first + count]
 model.train()
@@ -102,7 +109,11 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=0, help="time only the first N batches of the epoch (default: all)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--rounds", type=int, default=4, help="slices the variants alternate over (default 4)")
+    parser.add_argument("--models", default="llm4cdsr",
+                        help="comma-separated models to time (default llm4cdsr; e.g. llm4cdsr,c2dsr,tri_cdr)")
     args = parser.parse_args()
+    others = [m for m in args.models.split(",") if m and m != "llm4cdsr"]
+    with_llm4cdsr = "llm4cdsr" in args.models.split(",")
     if not (args.workspace / "dataset" / "meta.json").is_file():
         print(f"SKIPPED: no prepared dataset at {args.workspace}/dataset (run `llm4cdsr prepare` on Food x Kitchen first)")
         return 0
@@ -111,20 +122,28 @@ def main() -> int:
     # during the benchmark hits both alike; the figures add up over the slices.
     total = min(args.batches or 10 ** 9, _epoch_batches(args.workspace))
     slice_size = -(-total // args.rounds)
-    ours: dict = {}
-    padded: dict = {}
+    acc: dict[str, dict] = {v: {} for v in (["dynamic", "padded"] if with_llm4cdsr else []) + others}
     for first in range(0, total, slice_size):
-        for variant, acc in (("dynamic", ours), ("padded", padded)):
-            _accumulate(acc, run_child(args.workspace, variant, first, min(slice_size, total - first), args.threads))
-    for note in ours["notes"]:
+        for variant in acc:
+            _accumulate(acc[variant], run_child(args.workspace, variant, first, min(slice_size, total - first), args.threads))
+    for note in next(iter(acc.values()))["notes"]:
         print(f"note: {note}")
-    scale = ours["plan_batches"] / ours["batches"]
-    for name, r in (("bucketed + dynamic padding", ours), ("padded to max_len", padded)):
-        print(f"{name:28s} {r['batches']} batches {r['seconds']:7.1f} s -> {r['seconds'] * scale:7.1f} s/epoch, "
-              f"{r['cells'] / r['batches']:7.0f} cells/batch, mean loss {r['loss_sum'] / r['batches']:.4f}, "
-              f"peak RSS {r['maxrss_mb']:.0f} MB")
-    print(f"speed-up: {padded['seconds'] / ours['seconds']:.1f}x (target >= 4x); "
-          f"vs the authors' ~406 s/epoch: {406 / (ours['seconds'] * scale):.1f}x; bench wall {time.perf_counter() - started:.0f} s")
+    labels = {"dynamic": "bucketed + dynamic padding", "padded": "padded to max_len"}
+    for variant, r in acc.items():
+        scale = r["plan_batches"] / r["batches"]
+        name = labels.get(variant, f"{variant} (dynamic padding)")
+        line = (f"{name:28s} {r['batches']} batches {r['seconds']:7.1f} s -> {r['seconds'] * scale:7.1f} s/epoch, "
+                f"{r['cells'] / r['batches']:7.0f} cells/batch, mean loss {r['loss_sum'] / r['batches']:.4f}, "
+                f"peak RSS {r['maxrss_mb']:.0f} MB")
+        if variant in others and with_llm4cdsr:
+            line += f", {r['seconds'] / acc['dynamic']['seconds']:.2f}x LLM4CDSR's epoch"
+        print(line)
+    if with_llm4cdsr:
+        ours, padded = acc["dynamic"], acc["padded"]
+        scale = ours["plan_batches"] / ours["batches"]
+        print(f"speed-up: {padded['seconds'] / ours['seconds']:.1f}x (target >= 4x); "
+              f"vs the authors' ~406 s/epoch: {406 / (ours['seconds'] * scale):.1f}x")
+    print(f"bench wall {time.perf_counter() - started:.0f} s")
     return 0
 
 

@@ -35,6 +35,11 @@ VARIANTS: dict[str, list[str]] = {
     "sasrec_single": ["model.name=sasrec_single"],
     "gru4rec": ["model.name=gru4rec"],
     "pop": ["model.name=pop"],
+    # The field's cross-domain baselines, at their code's dropout (0.2); C2DSR always trains with its
+    # paper's full softmax, Tri-CDR under the preset's objective and, in "-bce", its paper's.
+    "c2dsr": ["model.name=c2dsr", "model.dropout=0.2"],
+    "tri_cdr": ["model.name=tri_cdr", "model.dropout=0.2"],
+    "tri_cdr-bce": ["model.name=tri_cdr", "model.dropout=0.2", "train.loss=bce"],
     "ablation-id_global": ["model.global_item=id"],
     "ablation-random_local": ["model.local_init=random"],
     "ablation-alpha0": ["model.alpha=0"],
@@ -54,6 +59,9 @@ NAMES = {
     "sasrec_single": "SASRec, one per domain",
     "gru4rec": "GRU4Rec, mixed sequence",
     "pop": "popularity",
+    "c2dsr": "C2DSR (Cao et al. 2022): transition graphs, three SASRecs, infomax",
+    "tri_cdr": "Tri-CDR (Ma et al. 2024): triple cross-domain attention and contrast",
+    "tri_cdr-bce": "Tri-CDR, the paper's BCE with one negative",
     "ablation-id_global": "ablation: ID embeddings in the global branch",
     "ablation-random_local": "ablation: random init of the local tables",
     "ablation-alpha0": "ablation: alpha = 0 (no item regularisation)",
