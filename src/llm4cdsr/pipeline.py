@@ -8,14 +8,25 @@ from its last checkpoint.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from llm4cdsr.api import TrainedRecommender
 from llm4cdsr.config import ConfigError, section_hash
-from llm4cdsr.io import read_json
+from llm4cdsr.data.dataset import PreparedDataset
+from llm4cdsr.data.prepare import run_prepare
+from llm4cdsr.io import load_npy, read_json
+from llm4cdsr.llm.stages import profile_dir, run_embed, run_profile
+from llm4cdsr.locks import folder_lock
+from llm4cdsr.models import model_needs
+from llm4cdsr.report import write_report
+from llm4cdsr.training.run import train_run
+from llm4cdsr.training.trainer import CHECKPOINT
 from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embeddings
 
 log = logging.getLogger("llm4cdsr.run")
@@ -49,8 +60,6 @@ def _check_stages(cfg: dict) -> tuple[list[str], set[str]]:
 
 def load_llm_inputs(cfg: dict, dataset) -> tuple[Any, np.ndarray | None]:
     """The LLM artifacts the configured model reads (None where it reads none)."""
-    from llm4cdsr.models import model_needs
-
     needs = model_needs(cfg["model"])
     ws = Workspace(cfg["workspace"])
     vectors = load_item_vectors(ws, dataset.domains) if "item_vectors" in needs else None
@@ -59,23 +68,15 @@ def load_llm_inputs(cfg: dict, dataset) -> tuple[Any, np.ndarray | None]:
 
 
 def load_profile_embeddings_for(cfg: dict) -> np.ndarray:
-    from llm4cdsr.llm.stages import profile_dir
-
     folder = profile_dir(cfg)
     ws = Workspace(cfg["workspace"])
     if folder == ws.profile_dir:
         return load_profile_embeddings(ws)
-    from llm4cdsr.io import load_npy
-
     return load_npy(folder / "embeddings.npy")
 
 
 def run_pipeline(cfg: dict) -> Path:
     """Run the configured stages; return the run folder."""
-    from llm4cdsr.data.prepare import run_prepare
-    from llm4cdsr.llm.stages import run_embed, run_profile
-    from llm4cdsr.models import model_needs
-
     stages, force = _check_stages(cfg)
     needs = model_needs(cfg["model"])
     run_dir = run_dir_for(cfg)
@@ -104,30 +105,24 @@ def run_pipeline(cfg: dict) -> Path:
 
 def train_stage(cfg: dict, run_dir: Path, dataset=None, force: bool = False) -> dict:
     """Train and evaluate unless the run folder already holds results for this very config."""
-    import shutil
-
-    import yaml
-
-    from llm4cdsr.data.dataset import PreparedDataset
-    from llm4cdsr.training.run import train_run
-    from llm4cdsr.training.trainer import CHECKPOINT
-
-    results_path = run_dir / "results.json"
-    if results_path.is_file() and not force:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        if _same_run(saved, cfg):
-            log.info("train: %s is current, skipped", run_dir)
-            return read_json(results_path)
-        raise ConfigError(f"{run_dir} holds a run with another config; set run.name to a new name")
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if dataset is None:
-        dataset = PreparedDataset.load(Workspace(cfg["workspace"]).dataset_dir)
-    vectors, profiles = load_llm_inputs(cfg, dataset)
-    resume = (run_dir / CHECKPOINT).is_file()
-    if resume:
-        log.info("train: resuming %s from its last checkpoint", run_dir)
-    return train_run(cfg, run_dir, dataset, item_vectors=vectors, profiles=profiles, resume=resume)
+    # The check, the removal (--force) and the training are one write: no other process between them.
+    with folder_lock(run_dir, hint=" (or set another run.name)"):
+        results_path = run_dir / "results.json"
+        if results_path.is_file() and not force:
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+            if _same_run(saved, cfg):
+                log.info("train: %s is current, skipped", run_dir)
+                return read_json(results_path)
+            raise ConfigError(f"{run_dir} holds a run with another config; set run.name to a new name")
+        if force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        if dataset is None:
+            dataset = PreparedDataset.load(Workspace(cfg["workspace"]).dataset_dir)
+        vectors, profiles = load_llm_inputs(cfg, dataset)
+        resume = (run_dir / CHECKPOINT).is_file()
+        if resume:
+            log.info("train: resuming %s from its last checkpoint", run_dir)
+        return train_run(cfg, run_dir, dataset, item_vectors=vectors, profiles=profiles, resume=resume)
 
 
 def _same_run(saved: dict, cfg: dict) -> bool:
@@ -142,9 +137,6 @@ def _same_run(saved: dict, cfg: dict) -> bool:
 
 
 def report_stage(cfg: dict, run_dir: Path) -> Path:
-    from llm4cdsr.api import TrainedRecommender
-    from llm4cdsr.report import write_report
-
     item_map = None
     try:
         rec = TrainedRecommender.load(run_dir)

@@ -7,6 +7,7 @@ from typing import Any
 from llm4cdsr.config import ConfigError, load_config
 from llm4cdsr.data.dataset import DatasetError
 from llm4cdsr.data.errors import DataError
+from llm4cdsr.locks import LockError
 from llm4cdsr.workspace import ArtifactError
 
 
@@ -15,7 +16,8 @@ class CliError(Exception):
 
 
 # Errors whose message already says what is wrong and where; shown without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, DataError, ArtifactError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, DataError, ArtifactError, FileNotFoundError,
+                                                LockError)
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,7 @@ from llm4cdsr.data.dataset import FORMAT_VERSION, DatasetError, PreparedDataset,
 from llm4cdsr.data.errors import DataError
 from llm4cdsr.data.raw import RawData, from_tables, listing, read_tables
 from llm4cdsr.io import stable_hash
+from llm4cdsr.locks import folder_lock
 from llm4cdsr.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -366,17 +367,27 @@ def run_prepare(cfg: dict, force: bool = False, progress: bool = True) -> Prepar
     ws = Workspace(cfg["workspace"])
     inputs = resolve_inputs(cfg["data"])
     config_hash = data_hash(cfg, inputs)
-    if not force:
+
+    def current() -> PreparedDataset | None:
         meta = ws.meta(ws.dataset_dir)
         if meta is not None and meta.get("config_hash") == config_hash and meta.get("format_version") == FORMAT_VERSION:
             try:
                 return PreparedDataset.load(ws.dataset_dir)
             except DatasetError as e:
                 log.warning("%s; preparing again", e)
-    raw = load_raw(cfg["data"], inputs, progress)
-    ds = build_dataset(raw, cfg["data"])
-    del raw
-    ds.meta["config_hash"] = config_hash
-    ds.meta["data_config"] = cfg["data"]
-    ds.save(ws.dataset_dir, dataset_stats(ds))
+        return None
+
+    ds = None if force else current()
+    if ds is not None:
+        return ds
+    with folder_lock(ws.dataset_dir):
+        ds = None if force else current()  # another process may have just made it
+        if ds is not None:
+            return ds
+        raw = load_raw(cfg["data"], inputs, progress)
+        ds = build_dataset(raw, cfg["data"])
+        del raw
+        ds.meta["config_hash"] = config_hash
+        ds.meta["data_config"] = cfg["data"]
+        ds.save(ws.dataset_dir, dataset_stats(ds))
     return ds

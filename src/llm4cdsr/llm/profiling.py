@@ -95,7 +95,9 @@ def frequent_keywords(ids: np.ndarray, titles: np.ndarray, n: int) -> list[str]:
         return []
     counts: Counter = Counter()
     for i in ids:
-        words = {w.lower() for w in _WORD.findall(str(titles[i]))}
+        # Each word once per title, in title order (not a set's hash order, which changes with
+        # PYTHONHASHSEED): ties of equal counts then come out first seen, in every process.
+        words = dict.fromkeys(w.lower() for w in _WORD.findall(str(titles[i])))
         counts.update(w for w in words if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in _TITLE_NOISE)
     return [w for w, c in counts.most_common(n) if c >= 2]
 

@@ -10,6 +10,7 @@ model only for what it had not yet received.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -36,6 +37,7 @@ from llm4cdsr.llm.profiling import (
     template_profile,
 )
 from llm4cdsr.llm.texts import item_texts
+from llm4cdsr.locks import folder_lock
 from llm4cdsr.workspace import ArtifactError, Workspace
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,13 @@ def run_embed(cfg: dict, force: bool = False) -> dict:
     if not force and embed_is_current(cfg):
         log.info("embed: %s is current (config %s); nothing to do", ws.embed_dir, embed_config_hash(cfg))
         return read_json(ws.embed_dir / "meta.json")
+    with folder_lock(ws.embed_dir):
+        if not force and embed_is_current(cfg):  # another process may have just made it
+            return read_json(ws.embed_dir / "meta.json")
+        return _build_embeddings(cfg, ws)
+
+
+def _build_embeddings(cfg: dict, ws: Workspace) -> dict:
     t0 = time.perf_counter()
     ds = PreparedDataset.load(ws.dataset_dir)
     fingerprint = dataset_fingerprint(ws.dataset_dir)
@@ -154,8 +163,10 @@ def run_embed(cfg: dict, force: bool = False) -> dict:
         save_npy(tmp / "items.npy", raw)
         # safetensors.numpy writes an array's buffer as it lies in memory: a Fortran-ordered array
         # (sklearn's components_) would come back transposed-scrambled. Make every one C-ordered.
+        # One metadata entry: safetensors writes a map of several in hash order, which made the
+        # bytes of identical builds differ.
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / "pca.safetensors"),
-                  metadata={"model": meta["model"], "config_hash": meta["config_hash"]})
+                  metadata={"llm4cdsr": json.dumps({"model": meta["model"], "config_hash": meta["config_hash"]}, sort_keys=True)})
         meta["time_s"]["total"] = round(time.perf_counter() - t0, 2)
         write_json(tmp / "meta.json", meta)  # last: its presence marks a complete folder
     log.info("embed: wrote %s: %d items x %d (%s), global %d-d, local %d-d, %.1f s (%d model calls, %d cached)",
@@ -258,6 +269,13 @@ def run_profile(cfg: dict, force: bool = False) -> dict:
         return read_json(out_dir / "meta.json")
     # Profiles are built on the item embeddings: bring those up to date first (a no-op if current).
     run_embed(cfg)
+    with folder_lock(out_dir):
+        if not force and profile_is_current(cfg):  # another process may have just made it
+            return read_json(out_dir / "meta.json")
+        return _build_profiles(cfg, out_dir)
+
+
+def _build_profiles(cfg: dict, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     prof = cfg["profile"]
     ds, labels, users, clusters, titles = _user_clusters(cfg)

@@ -111,7 +111,9 @@ class GlobalItems(nn.Module):
             return [self.table(ids) for ids in id_tensors]
         flat = torch.cat([ids.reshape(-1) for ids in id_tensors])  # (T,)
         unique, inverse = torch.unique(flat, return_inverse=True)  # (V,), (T,)
-        vectors = self.adapter(self.llm_vectors[unique])[inverse]  # (T, H)
+        # F.embedding, not [inverse]: the backward of indexing with repeated ids adds with
+        # atomics on 2+ CPU threads (run-to-run different sums); embedding's backward is ordered.
+        vectors = F.embedding(inverse, self.adapter(self.llm_vectors[unique]))  # (T, H)
         pieces = vectors.split([ids.numel() for ids in id_tensors])
         return [v.view(*ids.shape, -1) for v, ids in zip(pieces, id_tensors)]  # each (..., H)
 

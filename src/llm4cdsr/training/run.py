@@ -16,6 +16,7 @@ The run folder:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -35,6 +36,7 @@ from safetensors.torch import load_file
 from llm4cdsr.config import dump_config
 from llm4cdsr.data.dataset import PreparedDataset, Split
 from llm4cdsr.io import read_json, write_json
+from llm4cdsr.locks import folder_lock
 from llm4cdsr.models import build_model, model_shell
 from llm4cdsr.models.base import LossConfig, Recommender
 from llm4cdsr.training.batching import TrainBatches
@@ -59,8 +61,11 @@ from llm4cdsr.workspace import Workspace
 
 log = logging.getLogger("llm4cdsr.training")
 
-# Keys a resumed run may change: extending or shortening the schedule changes nothing already done.
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "progress"), ("train", "num_threads")}
+# Keys a resumed run may change: extending or shortening the schedule changes nothing already done;
+# the workspace path may change (a copied or moved workspace resumes), and so may what `run` does
+# around training.
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "progress"), ("train", "num_threads"),
+                     ("train", "tensorboard"), ("workspace",), ("run",)}
 
 
 class RunError(RuntimeError):
@@ -85,8 +90,10 @@ def train_run(
     _set_threads(cfg["train"]["num_threads"], device)
     split = split if split is not None else dataset.split()
     handler = None
+    folder = contextlib.ExitStack()
     try:
-        if rank == 0:
+        if rank == 0:  # one writer per run folder, for the whole run (the other ranks write nothing)
+            folder.enter_context(folder_lock(run_dir, hint=" (or choose another --run-name)"))
             _prepare_folder(run_dir, cfg, resume)
             handler = _attach_log(run_dir / "train.log")
         if dist.is_initialized():
@@ -104,6 +111,7 @@ def train_run(
             handler.close()
         if created_group:
             dist.destroy_process_group()
+        folder.close()
 
 
 def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, resume, device, rank) -> dict:
@@ -280,7 +288,7 @@ def _prepare_folder(run_dir: Path, cfg: dict, resume: bool) -> None:
     saved = run_dir / "config.yaml"
     if resume and saved.is_file():
         before = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        changed = [k for k in _diff(before, cfg) if k[:2] not in RESUMABLE_CHANGES]
+        changed = [k for k in _diff(before, cfg) if k[:1] not in RESUMABLE_CHANGES and k[:2] not in RESUMABLE_CHANGES]
         if changed:
             raise RunError(f"{run_dir}: --resume with a different config ({', '.join('.'.join(k) for k in changed)})")
     atomic_write_text(saved, dump_config(cfg))
