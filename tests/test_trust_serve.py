@@ -1,0 +1,119 @@
+"""The HTTP server against a hostile client, over real HTTP (uvicorn): the 64 KiB cap counts the
+bytes that arrive (chunked too), every malformed body is a 4xx, types are strict, and no error
+reply repeats what the client sent."""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi")
+import uvicorn  # noqa: E402
+
+from llm4cdsr.serve import MAX_BODY_BYTES, create_app  # noqa: E402
+
+
+class StubRecommender:
+    """What create_app reads of a trained run, without training one."""
+
+    domains = ("books", "movies")
+    run_name = "stub"
+    synthetic = False
+    users = {"u1"}
+
+    def _frame(self, user_id: str, k: int) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": [user_id] * k, "rank": range(1, k + 1), "item_id": [f"b{i}" for i in range(k)],
+                             "domain": ["books"] * k, "title": ["t"] * k, "score": [1.0] * k})
+
+    def recommend(self, user_id, k=10, domain=None, exclude_seen=True):
+        if user_id not in self.users:
+            raise KeyError(f"unknown user {user_id!r}: not in the dataset of run stub")
+        return self._frame(user_id, k)
+
+    def recommend_history(self, history, k=10, domain=None, exclude_seen=True):
+        if not any(h.startswith("b") for h in history):
+            raise ValueError(f"none of the history's item ids is known ({history[0]!r})")
+        return self._frame("", k)
+
+    def profile_text(self, user_id):
+        return "[template] profile"
+
+
+@pytest.fixture(scope="module")
+def client():
+    server = uvicorn.Server(uvicorn.Config(create_app(StubRecommender()), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        yield c
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _post(client, body: bytes, **headers) -> httpx.Response:
+    return client.post("/recommend", content=body, headers={"content-type": "application/json", **headers})
+
+
+def test_a_good_request_is_answered(client):
+    reply = client.post("/recommend", json={"user_id": "u1", "k": 3, "why": True})
+    assert reply.status_code == 200 and len(reply.json()["items"]) == 3 and reply.json()["profile"]
+
+
+def test_the_cap_counts_streamed_bytes_of_a_chunked_body(client):
+    piece = b"x" * 65536
+
+    def chunks():  # no Content-Length: transfer-encoding chunked, 1 MiB in all
+        yield b'{"history": ["'
+        for _ in range(16):
+            yield piece
+        yield b'"]}'
+
+    reply = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert reply.status_code == 413 and len(reply.content) < 200
+    declared = _post(client, b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}")
+    assert declared.status_code == 413 and len(declared.content) < 200
+    assert client.post("/recommend", json={"user_id": "u1"}).status_code == 200  # the server is fine after
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"{", b"[]", b"null", b'"u1"', b"42", b"\xff\xfe\x00{", b'{"user_id": "u1",}', b"[" * 30000 + b"]" * 30000,
+    b'{"user_id": "\\ud800"}', b'{"history": ["b1", "\\udfff"]}', b'{"user_id": {"$gt": ""}}',
+], ids=["empty", "unclosed", "list", "null", "string", "number", "not-utf8", "trailing-comma", "deep-nesting",
+        "lone-surrogate", "lone-surrogate-in-history", "object-id"])
+def test_every_malformed_body_is_a_4xx(client, body):
+    reply = _post(client, body)
+    assert 400 <= reply.status_code < 500, (reply.status_code, reply.text[:300])
+
+
+@pytest.mark.parametrize("payload", [
+    {"user_id": "u1", "k": "5"}, {"user_id": "u1", "k": True}, {"user_id": "u1", "k": 5.0}, {"user_id": "u1", "why": "yes"},
+    {"user_id": "u1", "why": 1}, {"user_id": "u1", "exclude_seen": "false"}, {"user_id": 7}, {"history": ["b1", 2]},
+], ids=["k-str", "k-bool", "k-float", "why-str", "why-int", "exclude-str", "user-int", "history-int"])
+def test_types_are_strict(client, payload):
+    assert client.post("/recommend", json=payload).status_code == 422
+
+
+def test_error_replies_never_repeat_the_input(client):
+    secret = "SECRET-" + "q" * 300
+    cases = [
+        ({"user_id": secret}, 422),  # too long
+        ({"user_id": "u1", "k": secret}, 422),
+        ({"user_id": "u1", secret: 1}, 422),  # an unknown field: its name is the client's text too
+        ({"user_id": "SECRET-nobody"}, 404),
+        ({"history": ["SECRET-item"]}, 422),
+        ({"user_id": "u1", "domain": secret}, 422),
+    ]
+    for payload, status in cases:
+        reply = client.post("/recommend", json=payload)
+        assert reply.status_code == status, (payload, reply.text[:300])
+        assert "SECRET" not in reply.text and "qqqq" not in reply.text, reply.text[:300]
+    big = _post(client, b'{"user_id": "u1", "history": ["' + b"z" * 60000 + b'"]}')
+    assert big.status_code == 422 and len(big.content) < 1000
