@@ -264,3 +264,20 @@ def test_the_chimeric_ruler_saves_a_second_independent_candidate_set(tmp_path):
         assert (ds.domain_of(second) == ds.domain_of(plain[stage])).all()  # same rule: the target's domain
     again = load_or_draw(tmp_path, ds, split, 10, seed=3, chimeric=True)  # saved, not redrawn
     assert np.array_equal(again["test_local"], chimeric["test_local"])
+
+
+@pytest.mark.parametrize("positions", ["first", "last"])
+def test_both_position_schemes_ignore_how_much_a_batch_is_padded(positions):
+    torch.manual_seed(0)
+    cfg = EncoderConfig(hidden=8, blocks=2, heads=1, dropout=0.0, max_len=9, positions=positions, block="authors", null_key=True)
+    encoder = SASRecEncoder(cfg).eval()
+    real = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    vectors = torch.randn(2, 5, 8) * real[..., None]
+    wider = torch.cat([torch.zeros(2, 3, 8), vectors], dim=1)
+    wider_real = torch.cat([torch.zeros(2, 3, dtype=torch.bool), real], dim=1)
+    torch.testing.assert_close(encoder(wider, wider_real)[:, 3:], encoder(vectors, real), atol=1e-5, rtol=1e-5)
+    last = SASRecEncoder(EncoderConfig(**{**cfg.__dict__, "positions": "last"})).eval()
+    first = SASRecEncoder(EncoderConfig(**{**cfg.__dict__, "positions": "first"})).eval()
+    first.load_state_dict(last.state_dict())
+    # a short history: the two schemes give its items other positions, so other states
+    assert not torch.allclose(last(vectors, real)[0, -1], first(vectors, real)[0, -1])

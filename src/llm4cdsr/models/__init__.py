@@ -106,6 +106,7 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
         hidden=model_cfg["hidden"], blocks=model_cfg["blocks"], heads=model_cfg["heads"],
         dropout=model_cfg["dropout"], max_len=model_cfg["max_len"], causal=model_cfg["causal"],
         block=model_cfg.get("block", "prenorm"), null_key=model_cfg.get("null_key", False),
+        positions=model_cfg.get("positions", "first"),
     )
     if name in ("llm4cdsr", "sasrec_mixed", "sasrec_mixed_llm"):
         cfg = LLM4CDSRConfig(
