@@ -72,7 +72,9 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    remove_stale_partials(final)
+    # The pid in the name tells a later writer whether the folder's maker is still alive.
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-{os.getpid()}-"))
     try:
         yield tmp
     except BaseException:
@@ -85,6 +87,35 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_partials(final: str | Path) -> list[Path]:
+    """Remove what a killed writer left beside `final` (`.<name>.partial-<pid>-*` and `.<name>.old-<pid>`
+    folders whose process is gone, and pid-less partial folders of versions before pids were
+    recorded); returns them. A live process's folders are left alone."""
+    final = Path(final)
+    removed = []
+    for path in sorted(final.parent.glob(f".{final.name}.partial-*")) + sorted(final.parent.glob(f".{final.name}.old-*")):
+        tail = path.name.split(".partial-", 1)[-1] if ".partial-" in path.name else path.name.split(".old-", 1)[-1]
+        pid = tail.split("-", 1)[0]
+        if pid.isdigit() and pid_alive(int(pid)) and ("-" in tail or ".old-" in path.name):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def _json_default(obj: Any) -> Any:

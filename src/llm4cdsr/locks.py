@@ -27,7 +27,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from llm4cdsr.io import write_json
+from llm4cdsr.io import pid_alive, write_json
 
 # How long a refused writer waits for the holder's note (written right after the lock is won).
 _NOTE_WAIT_S = 1.0
@@ -44,18 +44,6 @@ def lock_paths(folder: str | Path) -> tuple[Path, Path]:
     """(lock file, holder note) of a folder."""
     folder = Path(os.path.abspath(folder))
     return folder.parent / f".{folder.name}.lock", folder.parent / f".{folder.name}.lock.json"
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def holder(folder: str | Path) -> dict | None:

@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from llm4cdsr.data.errors import DataError
-from llm4cdsr.data.raw import RawData, check_items, listing
+from llm4cdsr.data.raw import MAX_ID_CHARS, RawData, check_items, listing
 
 # Field names per format version: user, item, time, metadata item id.
 FIELDS = {
@@ -194,7 +194,12 @@ def read_amazon(reviews: list[str | Path], meta: list[str | Path], version: str 
                 except (TypeError, ValueError):
                     bad(path, lineno, f"'{f['time']}' is not a number: {t!r}")
                     continue
-            code = item_code.setdefault(str(it), len(item_code))
+            u, it = str(u), str(it)
+            if len(u) > MAX_ID_CHARS or len(it) > MAX_ID_CHARS:
+                which = f["user"] if len(u) > MAX_ID_CHARS else f["item"]
+                bad(path, lineno, f"'{which}' is longer than {MAX_ID_CHARS} characters; ids are keys, not text")
+                continue
+            code = item_code.setdefault(it, len(item_code))
             if code == len(item_domain):
                 item_domain.append(d)
             elif item_domain[code] != d and len(cross) < 1000:

@@ -134,7 +134,7 @@ class PreparedDataset:
                 n_users=self.n_users,
             )
             self.items.to_parquet(tmp / "items.parquet", index=False)
-            pd.DataFrame({"user_idx": np.arange(self.n_users, dtype=np.int64), "raw_id": self.user_ids.astype(str)}).to_parquet(
+            pd.DataFrame({"user_idx": np.arange(self.n_users, dtype=np.int64), "raw_id": pd.Series(self.user_ids, dtype=object).astype(str)}).to_parquet(
                 tmp / "users.parquet", index=False
             )
             save_npy(tmp / "seq_offsets.npy", self.seq_offsets.astype(np.int64))

@@ -37,7 +37,7 @@ import pandas as pd
 # The Amazon importer's line streaming (progress bar, gzip) and bad-line policy apply here unchanged.
 from llm4cdsr.data.amazon import MAX_TEXT_CHARS, _BadLines, open_lines
 from llm4cdsr.data.errors import DataError
-from llm4cdsr.data.raw import RawData, check_items
+from llm4cdsr.data.raw import MAX_ID_CHARS, RawData, check_items
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,10 @@ def read_douban(reviews: list[str | Path], meta: list[str | Path] = (), min_rati
             user, item, day = row[iu].strip(), row[ii].strip(), row[it]
             if not user or not item:
                 bad(path, start, f"empty '{'user_id' if not user else f'{domain}_id'}'")
+                continue
+            if len(user) > MAX_ID_CHARS or len(item) > MAX_ID_CHARS:
+                which = "user_id" if len(user) > MAX_ID_CHARS else f"{domain}_id"
+                bad(path, start, f"'{which}' is longer than {MAX_ID_CHARS} characters; ids are keys, not text")
                 continue
             t = dates.get(day)
             if t is None:

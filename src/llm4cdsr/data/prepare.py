@@ -1,17 +1,8 @@
 """`prepare`: raw data (any supported format) -> a PreparedDataset in `<workspace>/dataset/`.
 
-Order of operations (each on the merged two-domain data):
-  1. domain mapping (data.domain_map) and domain order (data.domains, else sorted names)
-  2. time window (data.time_min <= t < data.time_max)
-  3. repeated (user, item) pairs (data.repeats)
-  4. iterated k-core (data.min_user, data.min_item)
-  5. most recent data.max_history interactions per user
-  6. users with fewer than 3 interactions dropped (leave-one-out needs train, valid and test)
-  7. items left without interactions dropped; ids assigned
-
-Each history is ordered by time; equal times keep the input row order (a stable sort), so the
-result never depends on the sort algorithm. Users are indexed by sorted raw id; each domain's
-items get local ids 1..n_d by sorted raw id.
+Which files and format the `data` section names, reading them with the right importer, deciding
+whether the saved dataset is current, and writing it (under the dataset folder's lock). The
+filters and the id assignment are `llm4cdsr.data.build`'s (its docstring gives their order).
 """
 from __future__ import annotations
 
@@ -19,175 +10,25 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from llm4cdsr.config import load_config
-from llm4cdsr.data import filters
+from llm4cdsr.data import douban
+from llm4cdsr.data.amazon import read_amazon
+from llm4cdsr.data.build import PIPELINE_VERSION, build_dataset, default_data_config, prepare_tables
 from llm4cdsr.data.dataset import FORMAT_VERSION, DatasetError, PreparedDataset, compute_stats
+from llm4cdsr.data.douban import read_douban
 from llm4cdsr.data.errors import DataError
-from llm4cdsr.data.raw import RawData, from_tables, listing, read_tables
+from llm4cdsr.data.raw import RawData, from_tables, read_tables
+from llm4cdsr.data.recbole import read_recbole
+from llm4cdsr.data.synth import generate_world, synth_params
 from llm4cdsr.io import stable_hash
 from llm4cdsr.locks import folder_lock
 from llm4cdsr.workspace import Workspace
 
+__all__ = ["PIPELINE_VERSION", "build_dataset", "dataset_stats", "default_data_config", "format_stats", "is_current",
+           "load_raw", "prepare_tables", "resolve_inputs", "run_prepare"]
+
 log = logging.getLogger(__name__)
 
-# Bump when the pipeline would turn the same inputs into a different dataset.
-PIPELINE_VERSION = 1
-MIN_HISTORY = 3
 SYNTH_MARKER = "synth.json"
-
-
-def default_data_config() -> dict[str, Any]:
-    return load_config()["data"]
-
-
-# ----- building -------------------------------------------------------------------------------
-def _domain_codes(raw: RawData, domain_map: dict, order: list) -> tuple[tuple[str, str], np.ndarray]:
-    """(domain names A, B) and, per item code, 0 / 1, or -1 for an item whose domain is dropped."""
-    item_domains = raw.items["domain"].astype(str)
-    if domain_map:
-        mapped = item_domains.map(lambda d: domain_map.get(d, d))
-        item_domains = mapped.where(mapped.notna(), None)
-    used = pd.Series(item_domains.to_numpy()[np.unique(raw.item_codes)]).dropna()
-    names = sorted(set(used.astype(str)))
-    where = raw.source.get("files", ["input"])[0] if raw.source.get("files") else "input"
-    if len(names) > 2:
-        counts = used.value_counts()
-        raise DataError(
-            f"{where}: {len(names)} domain values ({listing(f'{k}: {v} items' for k, v in counts.items())}); "
-            "the model takes exactly two domains: map them with data.domain_map, e.g. "
-            "domain_map: {Books: books, Comics: books, Movies: movies} (null drops a value)"
-        )
-    if len(names) < 2:
-        raise DataError(f"{where}: the interactions cover {len(names)} domain(s) ({', '.join(names) or 'none'}); two are needed")
-    if order:
-        order = [str(d) for d in order]
-        if sorted(order) != names:
-            raise DataError(f"data.domains = {order} does not name the data's domains {names}")
-        names = order
-    codes = np.full(len(item_domains), -1, dtype=np.int64)
-    values = item_domains.to_numpy(dtype=object)
-    codes[values == names[0]] = 0
-    codes[values == names[1]] = 1
-    return (names[0], names[1]), codes
-
-
-def _count(users: np.ndarray, keep: np.ndarray) -> dict[str, int]:
-    return {"interactions": int(keep.sum()), "users": int(np.unique(users[keep]).size)}
-
-
-def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset:
-    """Apply the filters of the `data` config section to raw data and assign ids (in memory)."""
-    cfg = default_data_config()
-    cfg.update(data_cfg or {})
-    if cfg["repeats"] not in filters.REPEAT_POLICIES:
-        raise DataError(f"data.repeats must be one of {', '.join(filters.REPEAT_POLICIES)}, got {cfg['repeats']!r}")
-    domains, item_domain = _domain_codes(raw, cfg.get("domain_map") or {}, list(cfg.get("domains") or []))
-
-    # One stable sort up front (user by raw id, then time, ties by input row order); every
-    # later step only masks, so that order carries through to the saved histories.
-    user_rank = np.empty(len(raw.user_ids), dtype=np.int64)
-    user_rank[np.argsort(raw.user_ids.astype(str), kind="stable")] = np.arange(len(raw.user_ids))
-    order = np.lexsort((raw.times, user_rank[raw.user_codes]))
-    users = user_rank[raw.user_codes][order]
-    items = raw.item_codes[order]
-    times = raw.times[order]
-
-    steps: list[dict[str, Any]] = [{"step": "input", **_count(users, np.ones(len(users), dtype=bool))}]
-    keep = item_domain[items] >= 0
-    if not keep.all():
-        steps.append({"step": "domain_map (dropped domains)", **_count(users, keep)})
-
-    start = filters.time_bound(cfg.get("time_min"), raw.time_unit, raw.time_kind, "time_min")
-    end = filters.time_bound(cfg.get("time_max"), raw.time_unit, raw.time_kind, "time_max")
-    if start is not None or end is not None:
-        keep &= filters.time_window(times, start, end)
-        steps.append({"step": "time window", **_count(users, keep)})
-
-    def apply(mask_of_kept: np.ndarray, name: str) -> None:
-        idx = np.flatnonzero(keep)
-        keep[idx[~mask_of_kept]] = False
-        steps.append({"step": name, **_count(users, keep)})
-
-    if cfg["repeats"] != "keep_all":
-        apply(filters.repeats(users[keep], items[keep], cfg["repeats"]), f"repeats {cfg['repeats']}")
-    if cfg["min_user"] > 0 or cfg["min_item"] > 0:
-        apply(filters.kcore(users[keep], items[keep], cfg["min_user"], cfg["min_item"]),
-              f"k-core users>={cfg['min_user']} items>={cfg['min_item']}")
-    if cfg["max_history"] > 0:
-        apply(filters.most_recent(users[keep], cfg["max_history"]), f"most recent {cfg['max_history']}")
-    apply(filters.min_length(users[keep], MIN_HISTORY), f"users with >= {MIN_HISTORY} interactions")
-
-    users, items, times = users[keep], items[keep], times[keep]
-    if len(users) == 0:
-        raise DataError("no interactions left after the filters (see data.time_min/time_max, min_user, min_item)")
-
-    # Ids: users by sorted raw id (already their rank), items per domain by sorted raw id.
-    kept_users, user_new = np.unique(users, return_inverse=True)
-    user_ids = raw.user_ids[np.argsort(raw.user_ids.astype(str), kind="stable")][kept_users]
-    kept_items = np.unique(items)
-    dom = item_domain[kept_items]
-    raw_item_ids = raw.items["item_id"].to_numpy(dtype=object)[kept_items].astype(str)
-    # Domain A first, then raw id: the row order is the global id order.
-    item_order = np.lexsort((raw_item_ids, dom))
-    ordered = kept_items[item_order]
-    n_a = int((dom == 0).sum())
-    n_b = int((dom == 1).sum())
-    global_of_code = np.zeros(len(raw.items), dtype=np.int64)
-    global_of_code[ordered] = np.arange(1, len(ordered) + 1)
-
-    table = raw.items.iloc[ordered].reset_index(drop=True)
-    extra = [c for c in table.columns if c not in ("item_id", "domain", "title")]
-    dom_sorted = item_domain[ordered]
-    items_df = pd.DataFrame({
-        "global_id": np.arange(1, len(ordered) + 1, dtype=np.int64),
-        "domain": np.where(dom_sorted == 0, domains[0], domains[1]).astype(object),
-        "local_id": np.where(dom_sorted == 0, np.arange(1, len(ordered) + 1), np.arange(1, len(ordered) + 1) - n_a).astype(np.int64),
-        "raw_id": table["item_id"].astype(str).to_numpy(dtype=object),
-        "title": table["title"].fillna("").astype(str).to_numpy(dtype=object),
-    })
-    for c in extra:
-        items_df[c] = table[c].fillna("").astype(str).to_numpy(dtype=object)
-
-    offsets = np.zeros(len(kept_users) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(user_new, minlength=len(kept_users)), out=offsets[1:])
-    seq_times = np.rint(times).astype(np.int64) if times.dtype.kind == "f" else times.astype(np.int64)
-
-    empty_titles = int((items_df["title"].str.strip() == "").sum())
-    meta = {
-        "source": raw.source,
-        "time_kind": raw.time_kind,
-        "time_unit": raw.time_unit if raw.time_kind == "timestamp" else None,
-        "synthetic": bool(raw.source.get("synthetic", False)),
-        "pipeline_version": PIPELINE_VERSION,
-        "prepare_report": {"steps": steps, "empty_titles": empty_titles,
-                           "items_dropped": int(len(raw.items) - len(ordered)), **raw.notes},
-    }
-    ds = PreparedDataset(
-        domains=domains,
-        n_items=(n_a, n_b),
-        items=items_df,
-        user_ids=np.asarray(user_ids, dtype=object),
-        seq_offsets=offsets,
-        seq_items=global_of_code[items].astype(np.int32),
-        seq_times=seq_times,
-        meta=meta,
-    )
-    ds.validate()
-    return ds
-
-
-def prepare_tables(interactions: pd.DataFrame, items: pd.DataFrame, data_cfg: dict | None = None,
-                   synthetic: bool = False) -> PreparedDataset:
-    """Generic-table frames -> PreparedDataset, in memory (for tests and notebooks)."""
-    cfg = default_data_config()
-    cfg.update(data_cfg or {})
-    frames = [df.astype(object).where(df.notna(), "").astype(str) for df in (interactions, items)]
-    raw = from_tables(frames[0], frames[1], cfg["columns"], "interactions (frame)", "items (frame)", cfg["time_unit"])
-    raw.source = {"format": "table", "files": [], "synthetic": synthetic}
-    return build_dataset(raw, cfg)
 
 
 def dataset_stats(ds: PreparedDataset) -> dict[str, Any]:
@@ -233,8 +74,6 @@ def _find_in_folder(folder: Path, stem: str) -> Path | None:
 
 def resolve_inputs(data_cfg: dict) -> dict[str, Any]:
     """Which format and which files the `data` section names (format `auto` resolved)."""
-    from llm4cdsr.data import douban
-
     fmt = str(data_cfg.get("format", "auto"))
     interactions, items = _paths(data_cfg.get("interactions")), _paths(data_cfg.get("items"))
     reviews, meta = _paths(data_cfg.get("reviews")), _paths(data_cfg.get("meta"))
@@ -303,8 +142,6 @@ def load_raw(data_cfg: dict, inputs: dict | None = None, progress: bool = True) 
     inputs = inputs or resolve_inputs(data_cfg)
     fmt = inputs["format"]
     if fmt == "synthetic":
-        from llm4cdsr.data.synth import generate_world, synth_params
-
         params = synth_params(data_cfg["synth"])
         interactions, items = generate_world(**params)
         raw = from_tables(interactions.astype(str), items, None, "synthetic interactions", "synthetic items", "s")
@@ -313,17 +150,11 @@ def load_raw(data_cfg: dict, inputs: dict | None = None, progress: bool = True) 
         raw = read_tables(inputs["interactions"][0], inputs["items"][0], data_cfg["columns"],
                           data_cfg["csv_sep"], data_cfg["time_unit"])
     elif fmt == "recbole":
-        from llm4cdsr.data.recbole import read_recbole
-
         raw = read_recbole(inputs["interactions"], inputs["items"], data_cfg["columns"], data_cfg["time_unit"])
     elif fmt == "douban":
-        from llm4cdsr.data.douban import read_douban
-
         raw = read_douban(inputs["interactions"], inputs["items"], data_cfg.get("douban_min_rating", 0),
                           bool(data_cfg.get("skip_bad_lines", False)), progress)
     else:
-        from llm4cdsr.data.amazon import read_amazon
-
         version = fmt[len("amazon"):] or "auto"
         raw = read_amazon(inputs["reviews"], inputs["meta"], version, bool(data_cfg["skip_bad_lines"]), progress)
     raw.source["synthetic"] = bool(inputs["synthetic"])

@@ -12,11 +12,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from llm4cdsr.data.errors import DataError
 
 # How many offending lines or ids an error message lists before it says "and N more".
 SHOW = 5
+# The longest user or item id accepted: ids are keys, not text (one 10 MB id once made `prepare`
+# ask for 58.6 GiB).
+MAX_ID_CHARS = 256
+# Id values that a spreadsheet or pandas wrote for a missing value: never a real user or item.
+MISSING_MARKERS = frozenset({"nan", "NaN", "-nan", "-NaN", "NA", "N/A", "n/a", "#N/A", "#NA", "<NA>", "NULL", "null",
+                             "None", "NaT"})
 
 
 @dataclass
@@ -79,13 +87,31 @@ def read_table(path: str | Path, sep: str = ",", what: str = "table") -> pd.Data
         raise DataError(f"{what} file not found: {path}")
     suffixes = "".join(path.suffixes).lower()
     if ".parquet" in suffixes or suffixes.endswith(".pq"):
+        try:
+            names = pq.read_schema(path).names
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}: cannot read as Parquet: {e}") from e
+        _unique_columns(names, path)
         df = pd.read_parquet(path)
         # Parquet carries types; text is what the pipeline needs, nulls become empty strings.
         return df.astype(object).where(df.notna(), "").astype(str)
     try:
+        # The header as written: read_csv renames a repeated name (`timestamp.1`) without a word.
+        header = pd.read_csv(path, sep=sep, dtype=str, header=None, nrows=1, keep_default_na=False, na_filter=False)
+        _unique_columns([str(c) for c in header.iloc[0]], path)
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (no header line); a {what} table needs a header and rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read as CSV: {e}") from e
+
+
+def _unique_columns(names: list[str], path: Path) -> None:
+    seen: set[str] = set()
+    repeated = [n for n in names if n in seen or seen.add(n)]
+    if repeated:
+        raise DataError(f"{path}: column name(s) {listing(repr(n) for n in dict.fromkeys(repeated))} appear more than "
+                        "once in the header; rename or drop the copies")
 
 
 def _require(df: pd.DataFrame, cols: list[str], path: str, hint: str = "") -> None:
@@ -101,6 +127,18 @@ def _no_empty(df: pd.DataFrame, col: str, path: str, is_csv: bool) -> None:
     empty = np.flatnonzero((df[col].str.strip() == "").to_numpy())
     if empty.size:
         raise DataError(f"{_row_name(path, is_csv, empty)}: empty '{col}'")
+
+
+def check_ids(values: pd.Series, col: str, path: str, is_csv: bool) -> None:
+    """Ids are bounded keys: none longer than MAX_ID_CHARS, none a missing-value marker ("NaN")."""
+    long = np.flatnonzero((values.str.len() > MAX_ID_CHARS).to_numpy())
+    if long.size:
+        raise DataError(f"{_row_name(path, is_csv, long)}: '{col}' is longer than {MAX_ID_CHARS} characters "
+                        f"({values.iloc[int(long[0])][:40]!r}...); ids are keys, not text")
+    missing = np.flatnonzero(values.str.strip().isin(MISSING_MARKERS).to_numpy())
+    if missing.size:
+        raise DataError(f"{_row_name(path, is_csv, missing)}: '{col}' is {values.iloc[int(missing[0])].strip()!r}, "
+                        "which is how a missing value is written, not an id; drop or fill these rows")
 
 
 def parse_times(values: pd.Series, path: str, col: str, is_csv: bool) -> np.ndarray:
@@ -158,8 +196,10 @@ def from_tables(
     _require(items, [c["item"], c["domain"], c["title"]], items_path, hint)
     for col in (c["user"], c["item"], c["domain"]):
         _no_empty(interactions, col, interactions_path, i_csv)
+        check_ids(interactions[col], col, interactions_path, i_csv)
     for col in (c["item"], c["domain"]):
         _no_empty(items, col, items_path, t_csv)
+        check_ids(items[col], col, items_path, t_csv)
     times = parse_times(interactions[time_col], interactions_path, time_col, i_csv)
 
     extra = [col for col in items.columns if col not in (c["item"], c["domain"], c["title"])]

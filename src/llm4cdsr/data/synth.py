@@ -17,15 +17,14 @@ Everything is a pure function of the arguments (numpy Generator seeded once).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from llm4cdsr.data.build import prepare_tables
+from llm4cdsr.data.dataset import PreparedDataset
 from llm4cdsr.io import write_json
-
-if TYPE_CHECKING:
-    from llm4cdsr.data.dataset import PreparedDataset
 
 # Per taste: its display name and its word pool. Pools do not share words, so title overlap
 # between two items says they share a taste.
@@ -192,8 +191,6 @@ def synth_dataset(seed: int = 0, **kw: Any) -> PreparedDataset:
     Defaults are sized for tests (300 users, 120 + 180 items, well under a second); any
     `generate_world` argument may be passed. meta["synthetic"] is True.
     """
-    from llm4cdsr.data.prepare import prepare_tables
-
     kw.setdefault("n_users", 300)
     kw.setdefault("n_items", (120, 180))
     interactions, items = generate_world(seed=seed, **kw)
