@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 
 from llm4cdsr.config import load_config
 from llm4cdsr.models import build_model, model_shell, pad_histories
+from llm4cdsr.models.base import LossConfig
 from llm4cdsr.models.c2dsr import transition_edges
 from llm4cdsr.training.run import load_run, train_run
 from llm4cdsr.training.trainer import save_weights
@@ -27,10 +28,10 @@ def _cfg(**over):
     return cfg
 
 
-def _model(n_items=N_ITEMS, **over):
+def _model(n_items=N_ITEMS, loss=None, **over):
     torch.manual_seed(0)
     info = {"domains": ["a", "b"], "n_items": list(n_items), "n_users": 3}
-    return build_model(_cfg(**over), info)
+    return build_model(_cfg(**over), info, loss=loss)
 
 
 def test_graphs_match_the_hand_computed_row_normalised_transition_counts():
@@ -101,6 +102,33 @@ def test_the_last_training_logit_is_the_score():
         for d in (0, 1):
             logits = model.heads[d](h_mixed[:, -1] + at_step[d][:, -1])  # (B, n_d): specific head
             torch.testing.assert_close(model.score(states, d)[:, 1:], logits, rtol=1e-5, atol=1e-5)
+
+
+def test_the_paper_softmax_is_the_scoring_softmax_and_train_follows_train_loss():
+    batch = _batch()
+    batch["targets"][:, :-1] = 0  # the last step only, where the specific head is the score
+    batch["targets"][2, -1] = 5  # one target of each domain
+    batch["negatives"] = torch.where(batch["targets"] > 3, 5, 2) * (batch["targets"] > 0)  # bce's, same domain
+    model = _model(c2dsr_lambda=1.0, loss=LossConfig("sampled_ce")).eval()  # ce whatever train.loss says
+    model.fit_statistics(OFFSETS, ITEMS)
+    with torch.no_grad():
+        got = float(model(batch)["rec"])
+        h_mixed, *_ = model.step_states(batch["mixed_seq"])
+        states = model.user_states(batch["mixed_seq"])
+        last = batch["targets"][:, -1]
+        expected = 0.0
+        for d in (0, 1):
+            rows = (last > 3) == bool(d)
+            labels = last[rows] - (3 if d else 0) - 1
+            expected += float(torch.nn.functional.cross_entropy(model.heads[d](h_mixed[rows, -1]), labels))  # shared head
+            expected += float(torch.nn.functional.cross_entropy(model.score(states[rows], d)[:, 1:], labels))  # specific
+        assert got == pytest.approx(expected, rel=1e-5)
+        follows = _model(c2dsr_lambda=1.0, c2dsr_objective="train", loss=LossConfig("bce")).eval()
+        follows.load_state_dict(model.state_dict())
+        bce = float(follows(batch)["rec"])
+        assert bce != pytest.approx(got, rel=1e-3)
+        other = {**batch, "negatives": torch.where(batch["targets"] > 3, 6, 3) * (batch["targets"] > 0)}
+        assert float(follows(other)["rec"]) != pytest.approx(bce, rel=1e-4)  # it reads the negatives
 
 
 def test_loss_is_lambda_weighted_and_infomax_needs_two_domain_users():

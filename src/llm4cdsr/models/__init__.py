@@ -131,10 +131,11 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
         return SASRecSingle(encoder, n_items, domains, loss=loss)
     if name == "gru4rec":
         return GRU4Rec(n_items, model_cfg["hidden"], model_cfg["gru_layers"], model_cfg["dropout"], model_cfg["max_len"], loss=loss)
-    # C2DSR's objective is its paper's softmax over the whole domain, whatever train.loss says.
+    # C2DSR's objective is its paper's softmax over the whole domain unless c2dsr_objective=train.
     if name == "c2dsr":
         return C2DSR(encoder, n_items, C2DSRConfig(
-            lambda_=model_cfg["c2dsr_lambda"], gnn_layers=model_cfg["c2dsr_gnn_layers"], steps=model_cfg["c2dsr_steps"]))
+            lambda_=model_cfg["c2dsr_lambda"], gnn_layers=model_cfg["c2dsr_gnn_layers"], steps=model_cfg["c2dsr_steps"],
+            objective=model_cfg["c2dsr_objective"]), loss=loss)
     if name == "tri_cdr":
         return TriCDR(encoder, n_items, TriCDRConfig(
             logit_scale=model_cfg["tri_cdr_logit_scale"], temperature=model_cfg["tri_cdr_temperature"],

@@ -46,8 +46,10 @@ Where we differ on purpose (simplifications, each for the one harness):
   - `steps` (their `used = 10`): the prediction losses use each history's newest `steps` steps (the
     softmax over a large domain is the memory of a training step); the infomax uses every step.
   - Xavier-normal initialisation of every matrix, as the harness's other models (theirs: PyTorch's
-    defaults). The objective is the paper's own, softmax over the whole domain (what `train.loss=ce`
-    is for the other models), whatever `train.loss` says: it needs no sampled negatives.
+    defaults). The objective is the paper's own, softmax over the whole domain (`train.loss=ce` of the
+    other models), whatever `train.loss` says; `objective="train"` (model.c2dsr_objective) takes
+    `train.loss` instead, e.g. sampled_ce: on Food x Kitchen's 27,637 kitchen items the two full
+    softmaxes make a step about 15x a SASRec step on CPU.
 The graph is built by `fit_statistics` from the training split only (no validation or test target
 is an edge) and saved with the weights as buffers, so `model_shell` + `load_state_dict` restores it.
 Training positions still see edges to their own training targets (a transition graph of the training
@@ -64,10 +66,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm4cdsr.models.base import (
+    LossConfig,
     Recommender,
     domain_of,
     domain_subsequence,
     gather_steps,
+    next_item_loss,
     to_local,
     xavier_init_,
 )
@@ -173,14 +177,20 @@ class C2DSRConfig:
     lambda_: float = 0.7  # weight of the prediction losses; 1 - lambda weighs the infomax (paper: 0.7)
     gnn_layers: int = 1  # propagation layers of the graph encoder (their default: 1)
     steps: int = 10  # the prediction losses use each history's newest `steps` steps; 0 = all (their `used`)
+    objective: str = "ce"  # "ce": the paper's softmax over the whole domain; "train": train.loss, as other models
 
 
 class C2DSR(Recommender):
-    def __init__(self, encoder_cfg: EncoderConfig, n_items: tuple[int, int], cfg: C2DSRConfig | None = None):
+    def __init__(self, encoder_cfg: EncoderConfig, n_items: tuple[int, int], cfg: C2DSRConfig | None = None,
+                 loss: LossConfig | None = None):
+        """`loss`: the harness's objective (train.loss), used with cfg.objective "train" only."""
         super().__init__()
         self.cfg = cfg or C2DSRConfig()
         if not 0.0 <= self.cfg.lambda_ <= 1.0:
             raise ValueError(f"model.c2dsr_lambda must be in [0, 1], got {self.cfg.lambda_}")
+        if self.cfg.objective not in ("ce", "train"):
+            raise ValueError(f"model.c2dsr_objective must be 'ce' or 'train', got {self.cfg.objective!r}")
+        self.objective = LossConfig("ce") if self.cfg.objective == "ce" else (loss or LossConfig())
         self.n_items = (int(n_items[0]), int(n_items[1]))
         self.max_len = encoder_cfg.max_len
         hidden = encoder_cfg.hidden
@@ -254,16 +264,16 @@ class C2DSR(Recommender):
         if self.cfg.steps > 0:
             newest = torch.arange(targets.shape[1], device=targets.device) >= targets.shape[1] - self.cfg.steps  # (L,)
             train_steps = train_steps & newest[None, :]
-        target_domain = domain_of(targets, self.n_items[0])  # (B, L)
-        rec = h_mixed.new_zeros(())
-        for d in (0, 1):
-            in_d = train_steps & (target_domain == d)  # (B, L)
-            if not bool(in_d.any()):
-                continue
-            labels = to_local(targets[in_d], self.n_items[0]) - 1  # (P_d,) class = local id - 1
-            shared = h_mixed[in_d]  # (P_d, H)
-            rec = rec + F.cross_entropy(self.heads[d](shared), labels)
-            rec = rec + F.cross_entropy(self.heads[d](shared + at_step[d][in_d]), labels)
+        pos = targets[train_steps]  # (P,)
+        target_domain = domain_of(pos, self.n_items[0])  # (P,)
+        shared = h_mixed[train_steps]  # (P, H)
+        own = torch.where((target_domain == 1)[:, None], at_step[1][train_steps], at_step[0][train_steps])  # (P, H)
+        ones = shared.new_ones(len(shared), 1)
+        rec = shared.new_zeros(())
+        # The shared head (mixed state alone) and the specific head (mixed + the target domain's state).
+        for query in (torch.cat([shared, ones], dim=-1), torch.cat([shared + own, ones], dim=-1)):  # (P, H + 1)
+            rec = rec + next_item_loss(self.objective, query, to_local(pos, self.n_items[0]), target_domain, batch,
+                                       train_steps, self.n_items[0], self.item_vectors, self.item_table)
         out = {"rec": rec.detach()}
         loss = self.cfg.lambda_ * rec
         mi = self.infomax(mixed_seq, h_mixed, states, local, mixed_table)
@@ -308,6 +318,11 @@ class C2DSR(Recommender):
             h_d = self.encode_domain(d, local_seq, domain_tables[d], last_only=True)  # (B, H)
             queries.append(torch.cat([h_mixed + h_d, ones], dim=-1))  # (B, H + 1)
         return torch.stack(queries, dim=1)  # (B, 2, H + 1)
+
+    def item_vectors(self, domain: int, local_ids: torch.Tensor) -> torch.Tensor:
+        """Rows of the item table (..., H + 1): [W_d[i], b_d[i]] (local ids from 1)."""
+        head = self.heads[domain]
+        return torch.cat([F.embedding(local_ids - 1, head.weight), F.embedding(local_ids - 1, head.bias[:, None])], dim=-1)
 
     def item_table(self, domain: int) -> torch.Tensor:
         head = self.heads[domain]
