@@ -206,7 +206,8 @@ def test_train_evaluate_and_compare_commands(world, tmp_path, capsys):
     assert main(["train", *common, "model.name=pop", "--run-name", "pop"]) == 0
     assert main(["train", *common, "model.name=sasrec_mixed", "--run-name", "sas1"]) == 0
     assert main(["train", *common, "model.name=sasrec_mixed", "seed=3", "--run-name", "sas3"]) == 0
-    assert main(["train", *common, "model.name=sasrec_mixed", "--run-name", "sas1"]) == 2  # exists: needs --resume
+    assert main(["train", *common, "model.name=sasrec_mixed", "--run-name", "sas1"]) == 0  # the same command: its results
+    assert main(["train", *common, "model.name=sasrec_mixed", "train.lr=0.01", "--run-name", "sas1"]) == 2  # another config
     assert main(["train", *common, "model.name=sasrec_mixed", "--run-name", "sas1", "--resume"]) == 0
     assert main(["train", *common, "model.name=llm4cdsr", "--run-name", "x"]) == 2  # no embeddings in this workspace
     out = capsys.readouterr().out

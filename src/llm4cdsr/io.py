@@ -6,6 +6,7 @@ half-written artifact that a later stage would accept.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -87,6 +88,34 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_failure(path: str | Path, error: BaseException) -> OSError:
+    """The OSError behind a failed write, for writers that hide it (torch.save says only
+    `unexpected pos 704 vs 598`, safetensors `Error while serializing: I/O error ...`)."""
+    text = str(error)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES):
+        if os.strerror(code) in text or f"os error {code})" in text:
+            return OSError(code, os.strerror(code), str(path))
+    # Ask the file system itself: a plain write of 1 MiB beside the file fails the same way.
+    try:
+        fd, probe = tempfile.mkstemp(dir=Path(path).parent, prefix=".write-probe-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(bytes(1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            os.unlink(probe)
+    except OSError as e:
+        return OSError(e.errno, e.strerror, str(path))
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free)", str(path))
+    return OSError(errno.EIO, f"the write failed ({text[:200]})", str(path))
 
 
 def pid_alive(pid: int) -> bool:

@@ -26,12 +26,12 @@ from llm4cdsr.locks import folder_lock
 from llm4cdsr.models import model_needs
 from llm4cdsr.report import write_report
 from llm4cdsr.training.run import train_run
+from llm4cdsr.validation import STAGES, validate_config
 from llm4cdsr.training.trainer import CHECKPOINT
 from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embeddings
 
 log = logging.getLogger("llm4cdsr.run")
 
-STAGES = ("prepare", "embed", "profile", "train", "report")
 # The sections that decide what a training run is (and so its default folder name).
 RUN_SECTIONS = ("seed", "data", "embed", "profile", "model", "train", "eval")
 
@@ -47,15 +47,8 @@ def run_dir_for(cfg: dict) -> Path:
 
 
 def _check_stages(cfg: dict) -> tuple[list[str], set[str]]:
-    stages = list(cfg["run"]["stages"])
-    force = set(cfg["run"]["force"])
-    for s in stages + sorted(force):
-        if s not in STAGES:
-            raise ConfigError(f"run.stages / run.force: unknown stage {s!r} (stages: {', '.join(STAGES)})")
-    if cfg["embed"]["local_dim"] != cfg["model"]["hidden"]:
-        raise ConfigError(f"embed.local_dim ({cfg['embed']['local_dim']}) must equal model.hidden ({cfg['model']['hidden']}): "
-                          "the local item tables are the per-domain PCA vectors")
-    return stages, force
+    validate_config(cfg, "run")  # every value, before any stage makes a folder
+    return list(cfg["run"]["stages"]), set(cfg["run"]["force"])
 
 
 def load_llm_inputs(cfg: dict, dataset) -> tuple[Any, np.ndarray | None]:

@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, *USER_ERRORS) as e:
         print(f"llm4cdsr {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only or full disk, a path through a file: the file and the reason, no traceback
+        if args.verbose:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"llm4cdsr {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"llm4cdsr {args.command}: interrupted; finished work is kept, run the command again to resume", file=sys.stderr)
         return 130

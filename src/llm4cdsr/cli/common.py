@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Callable
 
 from llm4cdsr.config import ConfigError, load_config
 from llm4cdsr.data.dataset import DatasetError
 from llm4cdsr.data.errors import DataError
 from llm4cdsr.locks import LockError
+from llm4cdsr.validation import validate_config
 from llm4cdsr.workspace import ArtifactError
 
 
@@ -28,11 +29,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="dotted overrides, e.g. train.lr=5e-4 model.hidden=64")
 
 
-def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def config_from_args(args: argparse.Namespace, adjust: Callable[[dict], dict] | None = None) -> dict[str, Any]:
+    """The resolved config (`adjust`: a command's flags applied to it), validated as a whole
+    before the command makes any folder."""
     overrides = list(args.overrides)
     if getattr(args, "workspace", None):
         overrides.append(f"workspace={args.workspace}")
     try:
-        return load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides)
+        if adjust is not None:
+            cfg = adjust(cfg)
+        return validate_config(cfg, getattr(args, "command", None))
     except ConfigError as e:
         raise CliError(str(e)) from e

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from llm4cdsr.config import ConfigError, load_config
     from llm4cdsr.training.candidates import CandidateError
     from llm4cdsr.training.run import RunError, evaluate_run
+    from llm4cdsr.validation import validate_config
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         if not text.startswith("eval."):
             raise CliError(f"only eval.* settings can change at evaluation, got {text!r}")
     try:
-        cfg = load_config([run_dir / "config.yaml"], args.overrides)
+        cfg = validate_config(load_config([run_dir / "config.yaml"], args.overrides), "evaluate")
     except ConfigError as e:
         raise CliError(str(e)) from e
     try:

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from llm4cdsr.io import read_json
     from llm4cdsr.workspace import Workspace
 
-    cfg = apply_flags(config_from_args(args), args)
+    cfg = config_from_args(args, adjust=lambda c: apply_flags(c, args))
     folder = Workspace(cfg["workspace"]).dataset_dir
     if not args.force and is_current(cfg):
         try:

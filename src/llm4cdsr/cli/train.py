@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_args(p)
     p.add_argument("--run-name", help="run folder name under <workspace>/runs (default: <model>-seed<seed>-<config hash>)")
-    p.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint, also with a changed train.epochs / train.patience "
+                        "(the same command continues a run of its very config without it)")
     p.set_defaults(func=run)
 
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from llm4cdsr.data.dataset import PreparedDataset
     from llm4cdsr.pipeline import load_llm_inputs, run_dir_for
     from llm4cdsr.training.candidates import CandidateError
-    from llm4cdsr.training.run import RunError, train_run
+    from llm4cdsr.training.run import RunError, resumes_as_is, train_run
     from llm4cdsr.training.trainer import TrainingError
     from llm4cdsr.workspace import Workspace
 
@@ -37,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = run_dir_for(cfg)
     dataset = PreparedDataset.load(Workspace(cfg["workspace"]).dataset_dir)
     vectors, profiles = load_llm_inputs(cfg, dataset)
+    # The same command after a Ctrl-C or a kill continues the run, as `llm4cdsr run` does.
+    resume = args.resume or resumes_as_is(run_dir, cfg)
     try:
-        results = train_run(cfg, run_dir, dataset, item_vectors=vectors, profiles=profiles, resume=args.resume)
+        results = train_run(cfg, run_dir, dataset, item_vectors=vectors, profiles=profiles, resume=resume)
     except (RunError, TrainingError, CandidateError) as e:
         raise CliError(str(e)) from e
     if int(os.environ.get("RANK", "0")) == 0:

@@ -69,6 +69,16 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class StoppablePool(ThreadPoolExecutor):
+    """A thread pool with a stop signal: once set (the first fatal error of `run_concurrently`),
+    requests still in flight give up at their next retry instead of sleeping through their backoff,
+    so the stage ends (and the process exits) right after its error is shown."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop = threading.Event()
+
+
 class OpenAIClient:
     """POSTs JSON to one OpenAI-compatible server with retries; shared by all worker threads."""
 
@@ -93,7 +103,7 @@ class OpenAIClient:
             log.warning("%s: environment variable %s is not set; sending requests without an API key", stage, api_key_env)
         self._headers = headers
         # Worker threads live as long as the client, so each keeps its connection across calls.
-        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{stage}-http")
+        self.pool = StoppablePool(max_workers=self.concurrency, thread_name_prefix=f"{stage}-http")
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._clients_lock = threading.Lock()
@@ -135,6 +145,8 @@ class OpenAIClient:
         attempts = self.policy.max_retries + 1
         reason = ""
         for attempt in range(attempts):
+            if self.pool.stop.is_set():
+                raise LLMError(f"{self.stage}: stopped after another request's error")
             wait_s: float | None = None
             try:
                 response = self._client().post(url, json=payload)
@@ -161,7 +173,7 @@ class OpenAIClient:
                 break
             delay = min(wait_s, self.policy.backoff_max_s) if wait_s is not None else self.policy.delay(attempt)
             log.debug("%s: %s: %s; retry %d/%d in %.2f s", self.stage, url, reason, attempt + 1, self.policy.max_retries, delay)
-            time.sleep(delay)
+            self.pool.stop.wait(delay)  # a sleep that the stop signal cuts short
         raise LLMError(f"{self.stage}: {url} failed after {attempts} attempts; last error: {reason}")
 
 
@@ -179,6 +191,8 @@ def run_concurrently(
     iterator = iter(enumerate(items))
     pending: dict[Future, int] = {}
     own_pool = pool is None
+    if isinstance(pool, StoppablePool):
+        pool.stop.clear()
     if pool is None:
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llm")
     try:
@@ -210,5 +224,7 @@ def run_concurrently(
     finally:
         for f in pending:
             f.cancel()
+        if pending and isinstance(pool, StoppablePool):  # stopped early: in-flight requests give up too
+            pool.stop.set()
         if own_pool:
             pool.shutdown(wait=False, cancel_futures=True)

@@ -57,6 +57,7 @@ from llm4cdsr.training.trainer import (
     atomic_write_text,
     save_weights,
 )
+from llm4cdsr.validation import validate_config
 from llm4cdsr.workspace import Workspace
 
 log = logging.getLogger("llm4cdsr.training")
@@ -66,6 +67,21 @@ log = logging.getLogger("llm4cdsr.training")
 # around training.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "progress"), ("train", "num_threads"),
                      ("train", "tensorboard"), ("workspace",), ("run",)}
+
+
+# What may differ for the very same command to continue a run by itself (no --resume needed).
+SAME_COMMAND_CHANGES = RESUMABLE_CHANGES - {("train", "epochs"), ("train", "patience")}
+
+
+def resumes_as_is(run_dir: Path, cfg: dict) -> bool:
+    """True when `run_dir` holds a started run of this very config (display keys, the workspace path
+    and `run`'s own keys aside): running the same command again continues it."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file() or not ((run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file()):
+        return False
+    before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    return not [k for k in _diff(before, cfg) if k[:1] not in SAME_COMMAND_CHANGES and k[:2] not in SAME_COMMAND_CHANGES]
 
 
 class RunError(RuntimeError):
@@ -84,6 +100,7 @@ def train_run(
     """Train (unless the model has nothing to train), select the best epoch on validation, evaluate
     on test in both modes, and write the run folder. Returns the results dict (results.json)."""
     run_dir = Path(run_dir)
+    validate_config(cfg)  # every value, before the run folder exists
     created_group = _init_distributed(cfg)
     rank = dist.get_rank() if dist.is_initialized() else 0
     device = resolve_device(cfg.get("device", "auto"))

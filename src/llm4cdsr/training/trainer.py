@@ -29,9 +29,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
+
+from llm4cdsr.io import write_failure
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +229,11 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, (RuntimeError, SafetensorError)):  # a full disk, as torch / safetensors word it
+            raise write_failure(path, e) from e
         raise
 
 
