@@ -23,7 +23,7 @@ from llm4cdsr.training import trainer as trainer_module
 from llm4cdsr.workspace import Workspace
 
 TINY = ["model.name=sasrec_mixed", "model.hidden=16", "embed.local_dim=16", "model.max_len=20", "train.progress=false",
-        "eval.num_negatives=20", "train.epochs=2", "train.num_threads=1", "run.baselines=[]"]
+        "eval.num_negatives=20", "train.epochs=2", "train.num_threads=1"]
 
 
 @pytest.fixture
