@@ -16,6 +16,14 @@ import uvicorn  # noqa: E402
 from llm4cdsr.serve import MAX_BODY_BYTES, create_app  # noqa: E402
 
 
+class Rows(list):
+    """The stub's answer: rows (dicts), which the server sends as they are, and which also answer
+    `.drop(columns=...)` as the DataFrame that `TrainedRecommender.recommend` returns."""
+
+    def drop(self, columns):
+        return pd.DataFrame(list(self)).drop(columns=columns)
+
+
 class StubRecommender:
     """What create_app reads of a trained run, without training one."""
 
@@ -24,9 +32,9 @@ class StubRecommender:
     synthetic = False
     users = {"u1"}
 
-    def _frame(self, user_id: str, k: int) -> pd.DataFrame:
-        return pd.DataFrame({"user_id": [user_id] * k, "rank": range(1, k + 1), "item_id": [f"b{i}" for i in range(k)],
-                             "domain": ["books"] * k, "title": ["t"] * k, "score": [1.0] * k})
+    def _frame(self, user_id: str, k: int) -> Rows:
+        return Rows({"user_id": user_id, "rank": r, "item_id": f"b{r}", "domain": "books", "title": "t", "score": 1.0}
+                    for r in range(1, k + 1))
 
     def recommend(self, user_id, k=10, domain=None, exclude_seen=True):
         if user_id not in self.users:
