@@ -186,7 +186,8 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
         "stopped_early": bool(state.get("stopped", False)),
         "parameters": {"total": n_params, "trainable": n_trainable},
-        "loss": loss.kind,
+        # What the model trained with: its own objective where it has one (C2DSR's full softmax).
+        "loss": (getattr(model, "objective", None) or getattr(model, "loss", loss)).kind if model.trainable else None,
         "sampled_scoring": sampled_scoring(model, eval_cfg),
         "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": dataset_fingerprint(dataset)},
     }
@@ -224,7 +225,8 @@ def evaluate_model(model: Recommender, dataset: PreparedDataset, split: Split, c
 
 
 def evaluate_run(run_dir: Path, eval_cfg: dict | None = None, workspace: Path | None = None) -> dict:
-    """Score a finished run's best weights again (e.g. with other eval settings): {stage: {mode: summary}}.
+    """Score a finished run's best weights again (e.g. with other eval settings): {stage: {mode: summary}}
+    and "sampled_scoring" (which ruler the sampled mode used).
 
     The workspace is the one holding the run (<workspace>/runs/<name>), else the run's config's.
     """
@@ -241,7 +243,7 @@ def evaluate_run(run_dir: Path, eval_cfg: dict | None = None, workspace: Path | 
     cands = load_candidates(ws, dataset, split, eval_cfg)
     device = resolve_device(cfg.get("device", "auto"))
     summaries, _ = evaluate_model(model.to(device), dataset, split, cands, eval_cfg, device)
-    return summaries
+    return {**summaries, "sampled_scoring": sampled_scoring(model, eval_cfg)}
 
 
 def load_candidates(ws: Workspace, dataset: PreparedDataset, split: Split, eval_cfg: dict) -> dict[str, np.ndarray]:
