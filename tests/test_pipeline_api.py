@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm4cdsr.api import Estimator, TrainedRecommender, UnknownUserError
+from llm4cdsr.api import COLUMNS, Estimator, TrainedRecommender, UnknownUserError
 from llm4cdsr.cli import main
 
 TINY = [
@@ -50,6 +50,44 @@ def test_run_writes_every_artifact(run_dir):
     assert "item_map.png" in (report / "index.html").read_text()
 
 
+def test_demo_is_marked_synthetic_everywhere(run_dir, rec, capsys):
+    """results.json, train.log, the report, recommend and compare all say the demo world is synthetic."""
+    ws = run_dir.parent.parent
+    assert json.loads((run_dir / "results.json").read_text())["dataset"]["synthetic"] is True
+    assert "SYNTHETIC" in (run_dir / "train.log").read_text()
+    assert "SYNTHETIC" in (run_dir / "report" / "index.html").read_text()
+    assert rec.synthetic
+    assert main(["recommend", "--run", str(run_dir), "--user", rec.dataset.user_ids[0], "-k", "2"]) == 0
+    assert "SYNTHETIC" in capsys.readouterr().err
+    assert main(["compare", "-w", str(ws), "tiny"]) == 0
+    assert "SYNTHETIC" in capsys.readouterr().out
+
+
+def test_run_trains_the_popularity_baseline_for_the_report(run_dir):
+    ws = run_dir.parent.parent
+    pops = [p for p in (ws / "runs").glob("pop-seed*") if (p / "results.json").is_file()]
+    assert len(pops) == 1
+    page = (run_dir / "report" / "index.html").read_text()
+    assert pops[0].name in page and "no popularity baseline" not in page
+    # The protocol is named beside the figures, and the data summary is there.
+    assert "sampled (20 neg.)" in page and "target + 20 negatives" in page and "users with both domains" in page
+
+
+def test_report_is_skipped_when_nothing_changed(run_dir, caplog):
+    ws = run_dir.parent.parent
+    index = run_dir / "report" / "index.html"
+    before = index.stat().st_mtime_ns
+    caplog.set_level("INFO")
+    assert main(["run", "-w", str(ws), *TINY, "run.name=tiny"]) == 0
+    assert "is current, skipped" in caplog.text.split("report:")[-1] and index.stat().st_mtime_ns == before
+    # Another run's results changed: the comparison on the page is stale, so the page is written again.
+    other = next(p for p in (ws / "runs").glob("pop-seed*"))
+    (other / "results.json").write_text((other / "results.json").read_text() + "\n")
+    caplog.clear()
+    assert main(["run", "-w", str(ws), *TINY, "run.name=tiny"]) == 0
+    assert index.stat().st_mtime_ns != before and "is current, skipped" not in caplog.text.split("report:")[-1]
+
+
 def test_second_run_skips_every_stage(run_dir, caplog):
     ws = run_dir.parent.parent
     before = (run_dir / "results.json").stat().st_mtime_ns
@@ -67,14 +105,26 @@ def test_changed_config_under_the_same_name_is_refused(run_dir):
 def test_recommend_known_user_excludes_history(rec):
     user = rec.dataset.user_ids[3]
     recs = rec.recommend(user, k=7)
-    assert [r["rank"] for r in recs] == list(range(1, 8))
-    assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
+    assert list(recs["rank"]) == list(range(1, 8)) and set(recs["user_id"]) == {user}
+    assert list(recs["score"]) == sorted(recs["score"], reverse=True)
     seen = set(rec.dataset.items["raw_id"].to_numpy()[rec.dataset.sequence(3) - 1])
-    assert not seen & {r["item_id"] for r in recs}
+    assert not seen & set(recs["item_id"])
     food = rec.recommend(user, k=5, domain=rec.domains[1])
-    assert {r["domain"] for r in food} == {rec.domains[1]}
+    assert set(food["domain"]) == {rec.domains[1]}
     with_seen = rec.recommend(user, k=500, domain=rec.domains[0], exclude_seen=False)
-    assert seen & {r["item_id"] for r in with_seen} == {i for i in seen if i.startswith(rec.domains[0])}
+    assert seen & set(with_seen["item_id"]) == {i for i in seen if i.startswith(rec.domains[0])}
+
+
+def test_every_recommend_call_returns_one_frame_shape(rec, run_dir):
+    """recommend, recommend_history, recommend_batch and Estimator.recommend: the same columns and types."""
+    users = list(rec.dataset.user_ids[:2])
+    frames = [rec.recommend(users[0], k=3), rec.recommend_history(rec.dataset.items["raw_id"].tolist()[:2], k=3),
+              rec.recommend_batch(users, k=3), Estimator.load(run_dir).recommend(users, k=3)]
+    for frame in frames:
+        assert isinstance(frame, pd.DataFrame) and list(frame.columns) == COLUMNS
+        assert list(frame.dtypes.astype(str)) == list(frames[0].dtypes.astype(str))
+    assert frames[1]["user_id"].isna().all()
+    pd.testing.assert_frame_equal(frames[2].head(3), frames[0])
 
 
 def test_recommend_matches_the_model_scores(rec):
@@ -88,7 +138,7 @@ def test_recommend_matches_the_model_scores(rec):
     states = rec.model.user_states(pad_histories([rec.dataset.sequence(u).tolist()], rec.model.max_len))
     scores = rec.model.score(states, 0)[0].detach()
     top = torch.topk(scores, 3)
-    assert [round(float(s), 5) for s in top.values] == [r["score"] for r in recs]
+    assert [round(float(s), 5) for s in top.values] == list(recs["score"])
 
 
 def test_unknown_user_and_bad_arguments(rec):
@@ -104,7 +154,7 @@ def test_recommend_history_for_a_new_user(rec):
     items = rec.dataset.items["raw_id"].tolist()
     history = items[:3] + ["unknown-item"]
     recs = rec.recommend_history(history, k=4, domain=rec.domains[0])
-    assert len(recs) == 4 and not set(history) & {r["item_id"] for r in recs}
+    assert len(recs) == 4 and not set(history) & set(recs["item_id"])
 
 
 def test_new_items_score_like_the_trained_item_they_copy(rec):
@@ -116,7 +166,7 @@ def test_new_items_score_like_the_trained_item_they_copy(rec):
     try:
         user = rec.dataset.user_ids[7]
         recs = rec.recommend(user, k=500, domain=row["domain"], exclude_seen=False)
-        by_id = {r["item_id"]: r for r in recs}
+        by_id = {r["item_id"]: r for r in recs.to_dict("records")}
         assert by_id["brand-new-item"]["new"] is True
         assert by_id["brand-new-item"]["score"] == pytest.approx(by_id[row["raw_id"]]["score"], abs=2e-3)
     finally:
@@ -137,6 +187,22 @@ def test_cli_recommend_modes(run_dir, rec, tmp_path, capsys):
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 40
     assert main(["recommend", "--run", str(run_dir), "--user", "nobody"]) == 2
     assert "unknown user 'nobody'" in capsys.readouterr().err
+
+
+def test_recommend_as_a_program_leaves_quickly_with_its_output_whole(run_dir, rec):
+    """`llm4cdsr recommend` skips the interpreter's teardown (os._exit): stdout, a pipe here, must
+    still arrive complete, and the exit code must still tell success from a bad user."""
+    import subprocess
+    import sys
+
+    user = rec.dataset.user_ids[0]
+    cmd = [sys.executable, "-m", "llm4cdsr", "recommend", "--run", str(run_dir), "--user", user, "-k", "5"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split()[:2] == ["rank", "score"] and len(lines) == 6 and lines[-1].split()[0] == "5"
+    bad = subprocess.run(cmd[:-4] + ["--user", "nobody"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown user 'nobody'" in bad.stderr
 
 
 def test_estimator_fit_save_load(run_dir, tmp_path):
@@ -168,11 +234,12 @@ def test_http_server(rec):
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=10) as client:
-            assert client.get("/health").json()["domains"] == list(rec.domains)
+            health = client.get("/health").json()
+            assert health["domains"] == list(rec.domains) and health["synthetic"] is True and "SYNTHETIC" in health["note"]
             user = rec.dataset.user_ids[2]
             body = client.post("/recommend", json={"user_id": user, "k": 4, "why": True}).json()
             assert len(body["items"]) == 4 and body["profile"].startswith("[template]")
-            assert body["items"] == json.loads(json.dumps(rec.recommend(user, k=4)))
+            assert body["items"] == json.loads(rec.recommend(user, k=4).drop(columns="user_id").to_json(orient="records"))
             hist = rec.dataset.items["raw_id"].tolist()[:2]
             assert len(client.post("/recommend", json={"history": hist, "k": 2}).json()["items"]) == 2
             assert client.post("/recommend", json={"user_id": "nobody"}).status_code == 404

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from llm4cdsr.api import TrainedRecommender
 from llm4cdsr.config import ConfigError, section_hash
 from llm4cdsr.data.dataset import PreparedDataset
 from llm4cdsr.data.prepare import run_prepare
@@ -24,10 +23,10 @@ from llm4cdsr.io import load_npy, read_json
 from llm4cdsr.llm.stages import profile_dir, run_embed, run_profile
 from llm4cdsr.locks import folder_lock
 from llm4cdsr.models import model_needs
-from llm4cdsr.report import write_report
+from llm4cdsr.report import build_report
 from llm4cdsr.training.run import train_run
-from llm4cdsr.validation import STAGES, validate_config
 from llm4cdsr.training.trainer import CHECKPOINT
+from llm4cdsr.validation import STAGES, validate_config
 from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embeddings
 
 log = logging.getLogger("llm4cdsr.run")
@@ -90,8 +89,11 @@ def run_pipeline(cfg: dict) -> Path:
         timed("profile", lambda: run_profile(cfg, force="profile" in force))
     if "train" in stages:
         timed("train", lambda: train_stage(cfg, run_dir, dataset, force="train" in force))
+    if "train" in stages and "report" in stages and baseline_configs(cfg):
+        # Seconds of work that give the first report a point of comparison.
+        timed("baselines", lambda: [train_stage(b, run_dir_for(b), dataset) for b in baseline_configs(cfg)])
     if "report" in stages:
-        timed("report", lambda: report_stage(cfg, run_dir))
+        timed("report", lambda: report_stage(cfg, run_dir, force="report" in force))
     log.info("run %s done; stage seconds: %s", run_dir, ", ".join(f"{k} {v}" for k, v in timings.items()))
     return run_dir
 
@@ -129,13 +131,15 @@ def _same_run(saved: dict, cfg: dict) -> bool:
     return a == b
 
 
-def report_stage(cfg: dict, run_dir: Path) -> Path:
-    item_map = None
-    try:
-        rec = TrainedRecommender.load(run_dir)
-        item_map = rec.item_map_sample(cfg["run"]["item_map_items"], seed=cfg["seed"])
-    except NotImplementedError as e:
-        log.info("report: no item map (%s)", e)
-    path = write_report(run_dir, metric=cfg["run"]["report_metric"], item_map=item_map)
-    log.info("report: %s", path)
+def baseline_configs(cfg: dict) -> list[dict]:
+    """The run.baselines runs (names checked by validation.py): the same config with another
+    model.name, under their own default names."""
+    return [dict(cfg, model=dict(cfg["model"], name=name), run=dict(cfg["run"], name=""))
+            for name in cfg["run"].get("baselines", []) if name != cfg["model"]["name"]]
+
+
+def report_stage(cfg: dict, run_dir: Path, force: bool = False) -> Path:
+    path, written = build_report(run_dir, metric=cfg["run"]["report_metric"], item_map_items=cfg["run"]["item_map_items"],
+                                 seed=cfg["seed"], force=force)
+    log.info("report: %s%s", path, "" if written else " is current, skipped")
     return path

@@ -1,6 +1,6 @@
 """HTTP JSON recommendation endpoint over a trained run (FastAPI + uvicorn, the `serve` extra).
 
-    GET  /health                       -> {"status": "ok", "run": ..., "domains": [...]}
+    GET  /health                       -> {"status": "ok", "run": ..., "domains": [...], "synthetic": false}
     POST /recommend  {"user_id": "u1", "k": 10, "domain": "food", "why": false}
     POST /recommend  {"history": ["B00..", ...], "k": 10, "domain": "kitchen"}
 
@@ -12,8 +12,10 @@ parsed. Every malformed body is a 4xx, and no error reply repeats what the clien
 
 from typing import TYPE_CHECKING, Any
 
+from llm4cdsr.data.dataset import SYNTHETIC_NOTE
+
 if TYPE_CHECKING:
-    from llm4cdsr.api import Recommender
+    from llm4cdsr.recommender import TrainedRecommender as Recommender
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_K = 200
@@ -78,7 +80,11 @@ def create_app(recommender: "Recommender", max_k: int = MAX_K, max_history: int 
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "run": str(recommender.run_name), "domains": domains}
+        out = {"status": "ok", "run": str(recommender.run_name), "domains": domains,
+               "synthetic": bool(getattr(recommender, "synthetic", False))}
+        if out["synthetic"]:
+            out["note"] = SYNTHETIC_NOTE
+        return out
 
     # A plain (sync) endpoint: FastAPI runs it in its thread pool, so torch work never blocks the loop.
     @app.post("/recommend")
@@ -92,7 +98,7 @@ def create_app(recommender: "Recommender", max_k: int = MAX_K, max_history: int 
             raise HTTPException(status_code=404, detail="unknown user_id: not in this run's dataset") from e
         except ValueError as e:
             raise HTTPException(status_code=422, detail=_without(str(e), req)) from e
-        out: dict[str, Any] = {"items": recs}
+        out: dict[str, Any] = {"items": recs.drop(columns="user_id").to_dict("records")}
         if req.why and req.user_id is not None:
             out["profile"] = recommender.profile_text(req.user_id)
         return out

@@ -68,6 +68,12 @@ class Workspace:
         return read_json(path) if path.is_file() else None
 
 
+def profile_dir(cfg: dict) -> Path:
+    """The profile stage's folder: `<workspace>/<profile.output>` (profiles of another setting live
+    beside the default ones)."""
+    return Path(cfg["workspace"]) / cfg["profile"]["output"]
+
+
 @dataclass
 class ItemVectors:
     raw: np.ndarray  # (N + 1, D) raw LLM embeddings by global id

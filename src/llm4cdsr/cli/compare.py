@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import yaml
+
 from llm4cdsr.cli.common import CliError
+from llm4cdsr.data.dataset import SYNTHETIC_NOTE
+from llm4cdsr.io import read_json
 
 # Keys that do not change what a run is: runs differing only here are seeds of one model.
 IGNORED = {"seed", "run", "workspace", "device", "train.progress", "train.num_threads", "train.tensorboard"}
@@ -18,9 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "group's runs) and a paired t-test (scipy) of each group's per-user metric, averaged over its "
                     "runs, against the reference run's group (averaged likewise), over the users both evaluated.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run names under <workspace>/runs")
+    p.add_argument("runs", nargs="*", metavar="RUN",
+                   help="run folders, or run names under <workspace>/runs (none: every finished run there)")
     p.add_argument("--workspace", "-w", metavar="DIR", default="workspace", help="where run names are looked up")
-    p.add_argument("--reference", "-r", metavar="RUN", help="reference run for the t-test (default: the first RUN)")
+    p.add_argument("--reference", "-r", metavar="RUN",
+                   help="reference run for the t-test (default: the first RUN; with no RUN, the first llm4cdsr run)")
     p.add_argument("--metric", default="ndcg@10", help="metric of the per-domain columns and the t-test (default ndcg@10)")
     p.add_argument("--mode", default="sampled", choices=("sampled", "full"), help="evaluation mode of those (default sampled)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -28,12 +36,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    runs = [_find(r, args.workspace) for r in args.runs]
-    reference = _find(args.reference, args.workspace) if args.reference else runs[0]
+    runs = [_find(r, args.workspace) for r in args.runs] if args.runs else finished_runs(Path(args.workspace))
+    if not runs:
+        raise CliError(f"{args.workspace}/runs holds no finished run (no results.json); train one first")
+    reference = _find(args.reference, args.workspace) if args.reference else (runs[0] if args.runs else _default_reference(runs))
     if reference not in runs:
         runs.insert(0, reference)
     print(compare_table(runs, reference, args.metric, args.mode, markdown=args.markdown))
     return 0
+
+
+def finished_runs(workspace: Path) -> list[Path]:
+    """Every run folder under <workspace>/runs with results, by name."""
+    folder = workspace / "runs"
+    return sorted(p for p in folder.iterdir() if (p / "results.json").is_file()) if folder.is_dir() else []
+
+
+def _default_reference(runs: list[Path]) -> Path:
+    for r in runs:
+        cfg = yaml.safe_load((r / "config.yaml").read_text(encoding="utf-8")) or {}
+        if cfg.get("model", {}).get("name") == "llm4cdsr":
+            return r
+    return runs[0]
 
 
 def _find(name: str, workspace: str) -> Path:
@@ -51,12 +75,11 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
     reference group's (the group holding `reference`), averaged likewise: with several seeds on
     both sides, no single seed of the reference decides the verdict.
     """
-    import numpy as np
-    import pandas as pd
-    import yaml
+    # Imported here: every command's parser is built at start-up, and scipy.stats (1.1 s of CPU)
+    # and training.metrics (it imports torch: 1.7 s) would be paid by `llm4cdsr recommend` and every
+    # other command (measured: importing them at the top made every command's start-up 1.2-1.7 s longer).
     from scipy import stats
 
-    from llm4cdsr.io import read_json
     from llm4cdsr.training.metrics import parse_metric, per_user
 
     parse_metric(metric)
@@ -107,13 +130,21 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
     n_ref = len(groups[ref_label])
     against = reference.name if n_ref == 1 else f"{ref_label} (per-user mean over its {n_ref} runs)"
     title = f"test metrics (mean ± std over runs); t-test of per-user {metric} ({mode}) against {against}"
+    note = any(results[r].get("dataset", {}).get("synthetic") or _synthetic_workspace(r) for r in runs)
     if markdown:
-        lines = [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = ([f"**{SYNTHETIC_NOTE}.**", ""] if note else []) + [f"*{title}*", "", "| " + " | ".join(header) + " |",
+                                                                  "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
     fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths))
-    lines = [title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    lines = ([SYNTHETIC_NOTE] if note else []) + [title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
     return "\n".join(lines)
+
+
+def _synthetic_workspace(run_dir: Path) -> bool:
+    """Runs trained before results.json recorded it: the workspace's dataset says."""
+    meta = run_dir.resolve().parent.parent / "dataset" / "meta.json"
+    return meta.is_file() and bool(read_json(meta).get("synthetic"))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 
 from llm4cdsr.cli.common import add_config_args, config_from_args
+from llm4cdsr.data.dataset import SYNTHETIC_NOTE
+from llm4cdsr.io import read_json
+from llm4cdsr.workspace import Workspace
 
 
 def register(subparsers) -> None:
@@ -20,6 +23,8 @@ def register(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Imported here: every command's parser is built at start-up, and the pipeline brings torch,
+    # scikit-learn and matplotlib (torch alone: 1.7 s of CPU, measured).
     from llm4cdsr.pipeline import run_pipeline
 
     if args.run_name:
@@ -32,4 +37,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}")
     if report.is_file():
         print(f"report: {report}")
+    meta = Workspace(cfg["workspace"]).dataset_dir / "meta.json"
+    if meta.is_file() and read_json(meta).get("synthetic"):
+        print(f"note: {SYNTHETIC_NOTE}")
     return 0

@@ -31,6 +31,11 @@ from llm4cdsr.io import atomic_dir, load_npy, read_json, save_npy, write_json
 
 FORMAT_VERSION = 1
 
+# What every output made from the built-in demo world says (console, train.log, results.json,
+# the report, recommend, compare, /health): its figures read like results, and are not.
+SYNTHETIC_NOTE = ("SYNTHETIC data (the built-in generated demo world, not a real data set): these figures "
+                  "show that the code runs, not how well a method recommends")
+
 
 class DatasetError(ValueError):
     """A prepared dataset folder is missing, incomplete or inconsistent."""

@@ -38,7 +38,7 @@ from llm4cdsr.llm.profiling import (
 )
 from llm4cdsr.llm.texts import item_texts
 from llm4cdsr.locks import folder_lock
-from llm4cdsr.workspace import ArtifactError, Workspace
+from llm4cdsr.workspace import ArtifactError, Workspace, profile_dir
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,6 @@ def profile_config_hash(cfg: dict) -> str:
     if prof["backend"] == "template":
         prof = {k: v for k, v in prof.items() if k not in _PROFILE_LLM_KEYS}
     return stable_hash({"profile": prof})  # profile.seed is in it; the run seed is not
-
-
-def profile_dir(cfg: dict) -> Path:
-    return Path(cfg["workspace"]) / cfg["profile"]["output"]
 
 
 def _now() -> str:
@@ -267,8 +263,10 @@ def run_profile(cfg: dict, force: bool = False) -> dict:
     if not force and profile_is_current(cfg):
         log.info("profile: %s is current (config %s); nothing to do", out_dir, profile_config_hash(cfg))
         return read_json(out_dir / "meta.json")
-    # Profiles are built on the item embeddings: bring those up to date first (a no-op if current).
-    run_embed(cfg)
+    # Profiles are built on the item embeddings: bring those up to date first. Checked here, not
+    # left to run_embed, whose "is current" line right after `embed: wrote ...` read as a contradiction.
+    if not embed_is_current(cfg):
+        run_embed(cfg)
     with folder_lock(out_dir):
         if not force and profile_is_current(cfg):  # another process may have just made it
             return read_json(out_dir / "meta.json")

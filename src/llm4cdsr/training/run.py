@@ -34,7 +34,7 @@ import yaml
 from safetensors.torch import load_file
 
 from llm4cdsr.config import dump_config
-from llm4cdsr.data.dataset import PreparedDataset, Split
+from llm4cdsr.data.dataset import SYNTHETIC_NOTE, PreparedDataset, Split
 from llm4cdsr.io import read_json, write_json
 from llm4cdsr.locks import folder_lock
 from llm4cdsr.models import build_model, model_shell
@@ -144,6 +144,9 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model %s: %s parameters, %s trainable; device %s", model_cfg["name"], f"{n_params:,}", f"{n_trainable:,}", device)
+    synthetic = bool(dataset.meta.get("synthetic", False))
+    if synthetic:
+        log.warning("data: %s", SYNTHETIC_NOTE)
 
     # Rank 0 draws (or reads) the candidates first; the others then read the saved files.
     ws = Workspace(cfg["workspace"])
@@ -189,7 +192,8 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         # What the model trained with: its own objective where it has one (C2DSR's full softmax).
         "loss": (getattr(model, "objective", None) or getattr(model, "loss", loss)).kind if model.trainable else None,
         "sampled_scoring": sampled_scoring(model, eval_cfg),
-        "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": dataset_fingerprint(dataset)},
+        "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": dataset_fingerprint(dataset),
+                    "synthetic": synthetic},
     }
     summaries, frames = evaluate_model(model, dataset, split, cands, eval_cfg, device)
     results.update(summaries)
@@ -202,7 +206,7 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     }
     frames["test"].to_parquet(run_dir / "ranks.parquet", index=False)
     write_json(run_dir / "results.json", results)
-    log.info("test %s", _headline(results, dataset.domains))
+    log.info("test %s%s", "[SYNTHETIC data] " if synthetic else "", _headline(results, dataset.domains))
     return results
 
 
