@@ -163,7 +163,8 @@ def _group_label(grouping: str, label: str) -> str:
         return {"both": "both domains", "one": "one domain"}.get(label, label)
     for prefix in ("len", "pop"):
         if label.startswith(prefix):
-            return label[len(prefix):].replace("<=", "≤ ").replace(">", "> ")
+            rest = label[len(prefix):]
+            return "0" if rest == "<=0" else rest.replace("<=", "≤ ").replace(">", "> ")
     return label
 
 
@@ -319,12 +320,13 @@ def _data_section(summary: dict[str, Any]) -> str:
             rows.append([f"{d}: items / interactions",
                          f"{stats.get('items', {}).get(d, 0):,} / {stats.get('interactions', {}).get(d, 0):,}"])
         overlap = int(stats.get("overlap_users", 0))
-        rows.append(["users with both domains", f"{overlap:,} ({overlap / max(users, 1):.1%})"])
+        rows.append(["users with both domains (whole history)", f"{overlap:,} ({overlap / max(users, 1):.1%})"])
         h = stats.get("history_length", {})
         if h:
             rows.append(["history length", f"mean {h.get('mean', 0):.1f} (min {h.get('min', 0)}, max {h.get('max', 0)})"])
     rows.append(["split", "leave-one-out on each user's mixed history: last item = test, the one before = validation"])
-    sentence = "What every figure below was measured on: the users who have both domains are the ones a cross-domain model can help most."
+    sentence = ("What every figure below was measured on: the users who have both domains are the ones a "
+                "cross-domain model can help most.")
     return _section("Data", sentence, "<div class='data'>" + _table(rows, []) + "</div>")
 
 
@@ -352,6 +354,7 @@ def write_report(run_dir: str | Path, metric: str = "ndcg@10", item_map: dict[st
     # figures compare only where the same number of negatives was drawn.
     runs: dict[str, dict] = {}
     negatives: dict[str, int] = {}
+    chimeric: dict[str, bool] = {}  # sampled figures on the authors' ruler (eval.chimeric_negatives)
     for other in sorted(run_dir.parent.iterdir()):
         r = other / "results.json"
         if not r.is_file():
@@ -366,6 +369,7 @@ def write_report(run_dir: str | Path, metric: str = "ndcg@10", item_map: dict[st
         label = _run_label(other, res)
         runs[label] = res
         negatives[label] = int(_run_config(other).get("eval", {}).get("num_negatives", 100))
+        chimeric[label] = str(res.get("sampled_scoring", "")).startswith("chimeric")
     this_label = _run_label(run_dir, results)
     ordered = [this_label] + [n for n in runs if n != this_label]
     runs = {n: runs[n] for n in ordered if n in runs}
@@ -385,11 +389,16 @@ def write_report(run_dir: str | Path, metric: str = "ndcg@10", item_map: dict[st
                 continue
             if name == this_label and mode == "sampled":
                 bold = len(rows)
-            proto = f"sampled ({negatives[name]} neg.)" if mode == "sampled" else "full"
+            proto = (f"sampled ({negatives[name]} neg.{', chimeric' if chimeric[name] else ''})" if mode == "sampled"
+                     else "full")
             rows.append([name, proto] + [f"{t.get(s, {}).get(m, float('nan')):.4f}" for s in parts for m in ("hit@10", "ndcg@10")])
     header = ["run", "protocol"] + [f"{s} {m}" for s in parts for m in ("hit@10", "ndcg@10")]
     protocols = "<ul>" + "".join(f"<li>{html.escape(protocol_long(m, num_neg, summary['stats'].get('items')))}</li>"
-                                  for m in ("sampled", "full")) + "</ul>"
+                                  for m in ("sampled", "full"))
+    if any(chimeric.values()):
+        protocols += ("<li>chimeric: the authors' sampled ruler, where a negative's global and local parts come "
+                      "from two different items; not comparable with the plain sampled rows</li>")
+    protocols += "</ul>"
     baseline = "" if any(r.get("model") == "pop" for r in runs.values()) else " (no popularity baseline in this workspace yet)"
     sections.append(_section(
         "Test results of the runs in this workspace",
@@ -401,11 +410,17 @@ def write_report(run_dir: str | Path, metric: str = "ndcg@10", item_map: dict[st
     shown = list(runs)[:MAX_CHART_RUNS]
     more = len(runs) - len(shown)
     for mode in ("sampled", "full"):
-        chart_runs = {n: runs[n] for n in shown if mode == "full" or negatives[n] == num_neg}
+        # Sampled bars only on this run's ruler: the same number of negatives, scored the same way.
+        chart_runs = {n: runs[n] for n in shown
+                      if mode == "full" or (negatives[n] == num_neg and chimeric[n] == chimeric[this_label])}
         path = plot_run_comparison(chart_runs, domains, metric, mode, out / f"domains_{mode}.png", highlight=this_label,
                                    protocol=protocol_short(mode, num_neg))
         if path is not None:
-            note = f" {more} more runs are in the table above." if more > 0 else ""
+            left_out = [n for n in shown if n not in chart_runs]
+            note = f" {more} more {'run is' if more == 1 else 'runs are'} in the table above." if more > 0 else ""
+            if left_out:
+                note += (f" Not drawn here, as scored on another ruler (chimeric negatives or another number of "
+                         f"them): {', '.join(left_out)}.")
             sections.append(_section(
                 f"Test {metric} per target domain ({protocol_short(mode, num_neg)})",
                 f"Longer is better; this run in blue, the others grey; a domain where this run falls behind a baseline "
