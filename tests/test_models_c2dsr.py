@@ -8,7 +8,7 @@ from llm4cdsr.config import load_config
 from llm4cdsr.models import build_model, model_shell, pad_histories
 from llm4cdsr.models.base import LossConfig
 from llm4cdsr.models.c2dsr import transition_edges
-from llm4cdsr.training.run import load_run, train_run
+from llm4cdsr.training.run import load_run
 from llm4cdsr.training.trainer import save_weights
 
 torch.set_num_threads(1)
@@ -173,16 +173,8 @@ def test_saved_weights_carry_the_graph_into_a_shell(tmp_path):
         torch.testing.assert_close(shell.score(shell.user_states(seq), 0), model.score(model.user_states(seq), 0))
 
 
-def test_one_epoch_through_train_run(synth_ds, tmp_path):
-    cfg = load_config([], [f"workspace={tmp_path}", "model.name=c2dsr", "model.hidden=16", "model.max_len=20",
-                           "model.dropout=0.2", "train.batch_size=64", "train.progress=false", "train.epochs=1",
-                           "eval.num_negatives=30", "eval.batch_size=128"])
-    run_dir = tmp_path / "runs" / "c2dsr"
-    results = train_run(cfg, run_dir, synth_ds)
-    assert results["best_epoch"] == 1
-    for mode in ("sampled", "full"):
-        for block in ("overall", *synth_ds.domains):
-            assert 0.0 <= results["test"][mode][block]["ndcg@10"] <= 1.0
+def test_one_epoch_through_train_run(synth_ds, one_epoch_run):
+    _, run_dir = one_epoch_run("c2dsr")
     model, _, _ = load_run(run_dir)
     split = synth_ds.split()
     edges, weights = transition_edges(np.repeat(np.arange(synth_ds.n_users), split.train_lengths), split.train_items,

@@ -7,7 +7,7 @@ from llm4cdsr.config import load_config
 from llm4cdsr.models import build_model
 from llm4cdsr.models.base import LossConfig, domain_of
 from llm4cdsr.models.tri_cdr import AttentionUnit, nt_xent
-from llm4cdsr.training.run import load_run, train_run
+from llm4cdsr.training.run import load_run
 
 torch.set_num_threads(1)
 N_ITEMS = (10, 14)  # A: 1..10, B: 11..24
@@ -125,16 +125,8 @@ def test_the_paper_objective_reads_the_negatives_and_ce_is_the_scoring_softmax()
     assert got == pytest.approx(expected, rel=1e-5)
 
 
-def test_one_epoch_through_train_run(synth_ds, tmp_path):
-    cfg = load_config([], [f"workspace={tmp_path}", "model.name=tri_cdr", "model.hidden=16", "model.max_len=20",
-                           "model.dropout=0.2", "train.batch_size=64", "train.progress=false", "train.epochs=1",
-                           "eval.num_negatives=30", "eval.batch_size=128"])
-    run_dir = tmp_path / "runs" / "tri_cdr"
-    results = train_run(cfg, run_dir, synth_ds)
-    assert results["best_epoch"] == 1
-    for mode in ("sampled", "full"):
-        for block in ("overall", *synth_ds.domains):
-            assert 0.0 <= results["test"][mode][block]["ndcg@10"] <= 1.0
+def test_one_epoch_through_train_run(synth_ds, one_epoch_run):
+    _, run_dir = one_epoch_run("tri_cdr")
     model, _, _ = load_run(run_dir)
     with torch.no_grad():
         scores = model.score(model.user_states(torch.tensor([[0, 1, synth_ds.n_items[0] + 2]])), 1)
