@@ -192,6 +192,13 @@ def validate_config(cfg: dict, command: str | None = None) -> dict:
     c.at_least("train.num_negatives", 1)
     c.boolean("train.logq_correction")
     c.boolean("train.chimeric_negatives")
+    c.one_of("train.global_negative_domain", ("target", "input"))
+    train = cfg.get("train", {})
+    chimeric_bce = train.get("loss") == "bce" and train.get("chimeric_negatives") is True
+    if train.get("global_negative_domain") == "input" and not chimeric_bce:
+        c.problems.append("train.global_negative_domain=input draws the global part of a chimeric negative apart from its "
+                          f"local part: it needs train.loss=bce and train.chimeric_negatives=true (got train.loss="
+                          f"{train.get('loss')!r}, train.chimeric_negatives={train.get('chimeric_negatives')!r})")
 
     # eval
     c.at_least("eval.num_negatives", 1)

@@ -153,6 +153,7 @@ def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> torch.Ten
 # ----- losses ------------------------------------------------------------------------------
 
 LOSSES = ("bce", "ce", "sampled_ce")
+GLOBAL_NEGATIVE_DOMAINS = ("target", "input")
 
 
 @dataclass
@@ -166,23 +167,40 @@ class LossConfig:
                 training popularity and subtracts log q from every logit (Yi et al., RecSys 2019)
     chimeric_negatives (bce only, two-part models): the negative's local part is scored on a second,
     independently drawn item, as the authors' training pairs them (comparison only).
+    global_negative_domain (with chimeric_negatives): "target" draws the global part's negative from
+    the target's domain, like the local part's; "input" from the domain of the step's INPUT item, as
+    the authors' code draws its mixed-sequence negatives (comparison only; the batch then carries it
+    as "global_negatives"; one-part models keep the target-domain "negatives").
     """
 
     kind: str = "bce"
     num_negatives: int = 256
     logq_correction: bool = False
     chimeric_negatives: bool = False
+    global_negative_domain: str = "target"
 
     def __post_init__(self):
         if self.kind not in LOSSES:
             raise ValueError(f"train.loss must be one of {LOSSES}, got {self.kind!r}")
         if self.chimeric_negatives and self.kind != "bce":
             raise ValueError("train.chimeric_negatives pairs one negative per step: it needs train.loss=bce")
+        if self.global_negative_domain not in GLOBAL_NEGATIVE_DOMAINS:
+            raise ValueError(f"train.global_negative_domain must be one of {GLOBAL_NEGATIVE_DOMAINS}, "
+                             f"got {self.global_negative_domain!r}")
+        if self.global_negative_domain == "input" and not self.chimeric_negatives:
+            raise ValueError("train.global_negative_domain=input draws the global part of a chimeric negative apart "
+                             "from its local part: it needs train.loss=bce and train.chimeric_negatives=true")
+
+    @property
+    def input_domain_negatives(self) -> bool:
+        """The global part's negative comes from the input item's domain (batch["global_negatives"])."""
+        return self.chimeric_negatives and self.global_negative_domain == "input"
 
     @classmethod
     def from_section(cls, train: dict) -> LossConfig:
         return cls(train.get("loss", "bce"), int(train.get("num_negatives", 256)),
-                   bool(train.get("logq_correction", False)), bool(train.get("chimeric_negatives", False)))
+                   bool(train.get("logq_correction", False)), bool(train.get("chimeric_negatives", False)),
+                   str(train.get("global_negative_domain", "target")))
 
 
 def domain_balanced_bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
@@ -221,7 +239,9 @@ def next_item_loss(
     id; target_domain (P,); step_mask (B, L): the batch steps the P rows come from (row-major), to
     pick their per-step negatives from `batch` (global ids, like every id of a batch). vectors(d, local ids (...)) -> (..., K) item vectors
     of domain d with gradient; table(d) -> (n_d + 1, K) the whole domain (ce). `split`: the column
-    where a two-part model's local part starts (chimeric negatives).
+    where a two-part model's local part starts (chimeric negatives; with
+    global_negative_domain=input the global part's negative is batch["global_negatives"], of the
+    step's input domain, scored by its own domain's global vector).
     """
     if loss.kind == "bce":
         neg_local = to_local(batch["negatives"][step_mask], n_items_a)  # (P,)
@@ -233,10 +253,16 @@ def next_item_loss(
                 continue
             q = queries[in_d]  # (P_d, K)
             pos_logits = pos_logits.masked_scatter(in_d, (q * vectors(d, pos_local[in_d])).sum(-1))
-            neg = vectors(d, neg_local[in_d])  # (P_d, K)
-            if loss.chimeric_negatives and split is not None:
+            if loss.input_domain_negatives and split is not None:
+                # The global part's negative is of the input item's domain, maybe not d.
+                neg_global = _global_part(batch["global_negatives"][step_mask][in_d], n_items_a, vectors, split)  # (P_d, split)
                 other = vectors(d, to_local(batch["chimeric_negatives"][step_mask][in_d], n_items_a))  # (P_d, K)
-                neg = torch.cat([neg[:, :split], other[:, split:]], dim=-1)
+                neg = torch.cat([neg_global, other[:, split:]], dim=-1)
+            else:
+                neg = vectors(d, neg_local[in_d])  # (P_d, K)
+                if loss.chimeric_negatives and split is not None:
+                    other = vectors(d, to_local(batch["chimeric_negatives"][step_mask][in_d], n_items_a))  # (P_d, K)
+                    neg = torch.cat([neg[:, :split], other[:, split:]], dim=-1)
             neg_logits = neg_logits.masked_scatter(in_d, (q * neg).sum(-1))
         return domain_balanced_bce(pos_logits, neg_logits, target_domain)
 
@@ -263,6 +289,20 @@ def next_item_loss(
         logits = torch.cat([pos_logit, neg_logits], dim=1)  # (P_d, 1 + N)
         total = total + F.cross_entropy(logits, logits.new_zeros(len(logits), dtype=torch.long))
     return total
+
+
+def _global_part(global_ids: torch.Tensor, n_items_a: int, vectors: Callable[[int, torch.Tensor], torch.Tensor],
+                 split: int) -> torch.Tensor:
+    """The global part (first `split` columns) of items of either domain, given by global ids (P,) -> (P, split)."""
+    domain, local = domain_of(global_ids, n_items_a), to_local(global_ids, n_items_a)
+    out = None
+    for d in (0, 1):
+        rows = (domain == d).nonzero().squeeze(1)  # (P_d,)
+        if not len(rows):
+            continue
+        part = vectors(d, local[rows])[:, :split]  # (P_d, split)
+        out = (part.new_zeros(len(global_ids), split) if out is None else out).index_copy(0, rows, part)
+    return out
 
 
 def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:

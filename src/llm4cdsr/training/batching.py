@@ -13,6 +13,8 @@ max_len + 1 items, left-padded to width L:
     user_idx   (B,)    user indices (for profiles)
 and, by objective (`LossConfig`; ce needs no negatives, so bce's are drawn for bce only):
     chimeric_negatives (B, L)  bce with chimeric negatives: a second, independent negative per step
+    global_negatives   (B, L)  chimeric with global_negative_domain=input: the global part's negative, of
+                               the domain of the step's INPUT item (mixed_seq), as the authors draw it
     shared_negatives   (2, N)  sampled_ce: N items per domain (global ids), shared by the batch's steps
     item_logq          (N_total + 1,)  sampled_ce with logq_correction: log sampling probability by global id
 Every random choice of epoch e, batch b comes from a generator seeded by (seed, e, b): a resumed
@@ -160,6 +162,11 @@ class TrainBatches:
                 chimeric = np.zeros_like(targets)
                 chimeric[rows, cols] = sample_negatives(rng, users[rows], target_domain, self.n_items, self.membership)
                 extra["chimeric_negatives"] = torch.from_numpy(chimeric)
+            if self.loss.input_domain_negatives:
+                input_domain = (mixed_seq[rows, cols] > self.n_items[0]).astype(np.int64)
+                global_negatives = np.zeros_like(targets)
+                global_negatives[rows, cols] = sample_negatives(rng, users[rows], input_domain, self.n_items, self.membership)
+                extra["global_negatives"] = torch.from_numpy(global_negatives)
         elif self.loss.kind == "sampled_ce":
             shared = np.stack([
                 1 + (self.n_items[0] if d == 1 else 0)
