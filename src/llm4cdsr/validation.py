@@ -175,6 +175,8 @@ def validate_config(cfg: dict, command: str | None = None) -> dict:
     c.one_of("model.block", ("prenorm", "authors"))
     c.boolean("model.null_key")
     c.one_of("model.positions", ("first", "last"))
+    c.one_of("model.first_local_target", ("keep", "drop"))
+    c.one_of("model.empty_local_state", ("zero", "ln_bias"))
     model = cfg.get("model", {})
     hidden, heads = model.get("hidden"), model.get("heads")
     if isinstance(hidden, int) and isinstance(heads, int) and hidden >= 1 and heads >= 1 and hidden % heads:

@@ -10,7 +10,8 @@ profile_vectors: (U, D) user profile embeddings, read in training only (beta > 0
 
 Names (model.name):
     llm4cdsr          the method; ablations are switches: global_item=id, local_init=random,
-                      freeze_local=false, alpha=0, beta=0, causal=false (the authors' leak)
+                      freeze_local=false, alpha=0, beta=0, causal=false (the authors' leak);
+                      first_local_target=drop and empty_local_state=ln_bias as the authors' code
     sasrec_mixed      SASRec over the mixed sequence with ID embeddings
     sasrec_mixed_llm  SASRec over the mixed sequence with adapted LLM vectors (no domain branches)
     sasrec_single     one SASRec per domain over that domain's items (single_domain: one of them)
@@ -113,6 +114,8 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
             encoder=encoder, global_item=model_cfg["global_item"], local_init=model_cfg["local_init"],
             freeze_local=model_cfg["freeze_local"], alpha=model_cfg["alpha"], beta=model_cfg["beta"],
             tau=model_cfg["tau"], tau_reg=model_cfg["tau_reg"],
+            first_local_target=model_cfg.get("first_local_target", "keep"),
+            empty_local_state=model_cfg.get("empty_local_state", "zero"),
         )
         if name != "llm4cdsr":  # the mixed-sequence SASRec baselines: global branch only
             cfg.global_item = "id" if name == "sasrec_mixed" else "llm"

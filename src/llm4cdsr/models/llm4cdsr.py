@@ -10,6 +10,16 @@ has no item of d yet). Training is sequence-to-sequence: every step t of the mix
 the next item; its logit adds the global state at t and domain d's state at the latest d item at
 or before t (d = the target's domain). The same module, with switches, is the mixed-sequence SASRec
 baseline (ID or LLM item vectors, no domain branches) and every ablation.
+
+Two switches reproduce the authors' code for comparison (defaults: ours):
+  first_local_target  keep: a step whose target's domain has no earlier item in the input is
+                      trained with h_d = 0 (its logit is the global logit alone) | drop: the step
+                      is left out of the loss entirely, global part included, as in the authors'
+                      code, whose loss runs over the positions of each domain's subsequence (a
+                      subsequence's first item is the target of no position there)
+  empty_local_state   zero: h_d = 0 without an item of d | ln_bias: h_d = the bias of domain d's
+                      final LayerNorm, which is what the authors' encoder returns for an all-padding
+                      input (LN(0) = bias); in scoring and in training queries alike
 """
 from __future__ import annotations
 
@@ -47,6 +57,8 @@ class LLM4CDSRConfig:
     beta: float = 1.0  # weight of the user-profile guidance
     tau: float = 1.0  # temperature of the user-profile guidance
     tau_reg: float = 1.0  # temperature of the item regularisation
+    first_local_target: str = "keep"  # keep | drop: the authors' drop a step whose target domain has no earlier item
+    empty_local_state: str = "zero"  # zero | ln_bias: the authors' state of a domain without items is LN(0) = bias
 
 
 class Adapter(nn.Module):
@@ -118,11 +130,23 @@ class GlobalItems(nn.Module):
         return [v.view(*ids.shape, -1) for v, ids in zip(pieces, id_tensors)]  # each (..., H)
 
 
-class DomainBranch(nn.Module):
-    """A SASRec over one domain's subsequence, with its own item table (local ids) and positions."""
+FIRST_LOCAL_TARGETS = ("keep", "drop")
+EMPTY_LOCAL_STATES = ("zero", "ln_bias")
 
-    def __init__(self, cfg: EncoderConfig, n_items: int, init_vectors: torch.Tensor | None = None, freeze: bool = False):
+
+class DomainBranch(nn.Module):
+    """A SASRec over one domain's subsequence, with its own item table (local ids) and positions.
+
+    `empty_state`: what stands for the state where the user has no item of the domain (yet):
+    "zero" or "ln_bias" (the final LayerNorm's bias, the authors' LN(0); see `fill_empty`).
+    """
+
+    def __init__(self, cfg: EncoderConfig, n_items: int, init_vectors: torch.Tensor | None = None, freeze: bool = False,
+                 empty_state: str = "zero"):
         super().__init__()
+        if empty_state not in EMPTY_LOCAL_STATES:
+            raise ValueError(f"model.empty_local_state must be one of {EMPTY_LOCAL_STATES}, got {empty_state!r}")
+        self.empty_state = empty_state
         self.items = nn.Embedding(n_items + 1, cfg.hidden)
         self.pretrained = init_vectors is not None
         if init_vectors is not None:
@@ -152,6 +176,13 @@ class DomainBranch(nn.Module):
         out = states.new_zeros(local_seq.shape[0], *states.shape[1:])  # (B, W, H) or (B, H)
         return out.index_copy(0, rows, states)
 
+    def fill_empty(self, states: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+        """states (N, H) with the rows where `empty` (N,) is True set to the empty state: unchanged
+        (they are 0) for "zero", the final LayerNorm's bias (with its gradient) for "ln_bias"."""
+        if self.empty_state == "zero":
+            return states
+        return torch.where(empty[:, None], self.encoder.ln_final.bias[None, :], states)
+
 
 class LLM4CDSR(Recommender):
     def __init__(
@@ -179,6 +210,10 @@ class LLM4CDSR(Recommender):
         self.global_items = GlobalItems(cfg.global_item, n_total, hidden, _tensor(global_vectors), dims.get("global_dim"))
         self.global_encoder = SASRecEncoder(cfg.encoder)
 
+        if cfg.first_local_target not in FIRST_LOCAL_TARGETS:
+            raise ValueError(f"model.first_local_target must be one of {FIRST_LOCAL_TARGETS}, got {cfg.first_local_target!r}")
+        if cfg.empty_local_state not in EMPTY_LOCAL_STATES:
+            raise ValueError(f"model.empty_local_state must be one of {EMPTY_LOCAL_STATES}, got {cfg.empty_local_state!r}")
         self.local = nn.ModuleList()
         if cfg.local_branches:
             if cfg.local_init not in ("pca", "random"):
@@ -193,7 +228,8 @@ class LLM4CDSR(Recommender):
                     else:
                         raise ValueError("local_init 'pca' needs the local PCA item vectors")
                 # A random table is always learned (freeze_local applies to PCA tables only).
-                self.local.append(DomainBranch(cfg.encoder, self.n_items[d], init, freeze=cfg.freeze_local))
+                self.local.append(DomainBranch(cfg.encoder, self.n_items[d], init, freeze=cfg.freeze_local,
+                                               empty_state=cfg.empty_local_state))
         # Scores are <h_global, global item> + <h_d, local item>: the local part starts at column H.
         self.score_split = hidden if len(self.local) else None
 
@@ -215,6 +251,8 @@ class LLM4CDSR(Recommender):
         queries, pos, target_domain, h_global, has_target = self.step_queries(batch["mixed_seq"], batch["targets"])
         rec = next_item_loss(self.loss, queries, to_local(pos, self.n_items[0]), target_domain, batch, has_target,
                              self.n_items[0], self.item_vectors, self.item_table, self.score_split)
+        if not len(pos):  # first_local_target=drop left no step in this batch: 0, still a graph
+            rec = rec + queries.sum()
         loss = rec
         out = {"rec": rec.detach()}
         if self.cfg.alpha > 0:
@@ -236,7 +274,10 @@ class LLM4CDSR(Recommender):
         Returns queries (P, K), the targets (P,) (global ids), their domain (P,), the global states
         (B, L, H) and the step mask (B, L); P = the steps with targets > 0, in row-major order.
         Step t's query joins the global state at t and the target domain's state at its latest
-        item at or before t (0 before any), so logit = <query, item_table row> as in scoring.
+        item at or before t, so logit = <query, item_table row> as in scoring. Before any item of
+        that domain the local state is 0 (`empty_local_state=ln_bias`: the final LayerNorm's
+        bias), and the step is kept; `first_local_target=drop` leaves such steps out (of P and of
+        the step mask), so that the loss runs over the authors' local positions only.
         """
         has_target = targets > 0  # (B, L)
         pos = targets[has_target]  # (P,)
@@ -245,12 +286,23 @@ class LLM4CDSR(Recommender):
         queries = h_global[has_target]  # (P, H)
         target_domain = domain_of(pos, self.n_items[0])  # (P,)
         if len(self.local):
+            drop = self.cfg.first_local_target == "drop"
             h_local = queries.new_zeros(queries.shape)  # (P, H)
+            has_local = torch.ones_like(pos, dtype=torch.bool)  # (P,): the target's domain has an earlier item
             for d, branch in enumerate(self.local):
                 local_seq, last_col = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W), (B, L)
                 h_d = gather_steps(branch(local_seq), last_col)[has_target]  # (P, H), 0 before any d item
+                if drop or branch.empty_state != "zero":
+                    seen = last_col[has_target] >= 0  # (P,)
+                    h_d = branch.fill_empty(h_d, ~seen)
+                    has_local = torch.where(target_domain == d, seen, has_local)
                 h_local = torch.where((target_domain == d)[:, None], h_d, h_local)
             queries = torch.cat([queries, h_local], dim=-1)  # (P, 2H)
+            if drop:
+                queries, pos, target_domain = queries[has_local], pos[has_local], target_domain[has_local]
+                kept = torch.zeros_like(has_target)
+                kept[has_target] = has_local
+                has_target = kept  # (B, L)
         return queries, pos, target_domain, h_global, has_target
 
     def item_vectors(self, domain: int, local_ids: torch.Tensor) -> torch.Tensor:
@@ -280,6 +332,7 @@ class LLM4CDSR(Recommender):
         for d, branch in enumerate(self.local):
             local_seq, _ = domain_subsequence(mixed_seq, self.n_items[0], d)  # (B, W)
             h_local = branch(local_seq, last_only=True)  # (B, H), 0 for a user without d items
+            h_local = branch.fill_empty(h_local, ~(local_seq > 0).any(1))  # ln_bias: LN(0) for them
             queries.append(torch.cat([h_global, h_local], dim=-1))  # (B, 2H)
         return torch.stack(queries, dim=1)  # (B, 2, 2H)
 
