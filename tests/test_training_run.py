@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llm4cdsr.config import load_config
+from llm4cdsr.config import dump_config, load_config
 from llm4cdsr.data.synth import synth_dataset
 from llm4cdsr.llm.pca import pca_tables
 from llm4cdsr.training import trainer as trainer_module
-from llm4cdsr.training.run import RunError, load_run, train_run
+from llm4cdsr.training.run import CHECKPOINT, RunError, load_run, resumes_as_is, train_run
 
 torch.set_num_threads(1)
 HIDDEN = 16
@@ -218,3 +218,14 @@ def test_train_evaluate_and_compare_commands(world, tmp_path, capsys):
     assert " 2 " in row and "±" in row  # two seeds in one group, with a p-value
     assert main(["evaluate", str(tmp_path / "runs" / "sas1"), "eval.num_negatives=20"]) == 0
     assert "valid:" in capsys.readouterr().out
+
+
+def test_a_key_added_to_the_package_after_a_run_started_does_not_block_its_resume(tmp_path):
+    cfg = load_config([], ["train.epochs=3"])
+    saved = {section: dict(values) if isinstance(values, dict) else values for section, values in cfg.items()}
+    del saved["model"]["empty_local_state"]  # a run saved before the key existed
+    (tmp_path / "config.yaml").write_text(dump_config(saved), encoding="utf-8")
+    (tmp_path / CHECKPOINT).write_bytes(b"")
+    assert resumes_as_is(tmp_path, cfg)  # the key now holds its default: the run was made with it
+    assert not resumes_as_is(tmp_path, load_config([], ["train.epochs=3", "model.empty_local_state=ln_bias"]))
+    assert not resumes_as_is(tmp_path, load_config([], ["train.epochs=3", "model.alpha=0.5"]))

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import yaml
 from safetensors.torch import load_file
 
-from llm4cdsr.config import dump_config
+from llm4cdsr.config import default_config, dump_config
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE, PreparedDataset, Split
 from llm4cdsr.io import read_json, write_json
 from llm4cdsr.locks import folder_lock
@@ -319,13 +319,27 @@ def _prepare_folder(run_dir: Path, cfg: dict, resume: bool) -> None:
         f.write(shlex.join(sys.argv) + "\n")
 
 
-def _diff(a: Any, b: Any, prefix: tuple = ()) -> list[tuple]:
-    if isinstance(a, dict) and isinstance(b, dict):
+_MISSING = object()
+
+
+def _diff(saved: Any, current: Any, prefix: tuple = (), defaults: Any = _MISSING) -> list[tuple]:
+    """Keys whose values differ between a run's saved config and the current one.
+
+    A key absent from the saved config that now holds its built-in default is no difference: the
+    key was added to the package after the run started, and models read a missing key as its
+    default, so the run was made with that very behaviour.
+    """
+    if defaults is _MISSING:
+        defaults = default_config()
+    if isinstance(saved, dict) and isinstance(current, dict):
         out: list[tuple] = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff(a.get(key), b.get(key), prefix + (key,))
+        for key in sorted(set(saved) | set(current)):
+            default = defaults.get(key, _MISSING) if isinstance(defaults, dict) else _MISSING
+            if key not in saved and default is not _MISSING and current.get(key) == default:
+                continue
+            out += _diff(saved.get(key), current.get(key), prefix + (key,), default)
         return out
-    return [] if a == b else [prefix]
+    return [] if saved == current else [prefix]
 
 
 def _attach_log(path: Path) -> logging.Handler:
