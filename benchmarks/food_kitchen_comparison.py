@@ -24,6 +24,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
+from llm4cdsr.cli.compare import compare_table
+from llm4cdsr.config import load_config
+from llm4cdsr.io import read_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # label -> overrides of the preset ("CONFIG=<preset>" first: another preset). The first is the
@@ -85,8 +91,6 @@ ONE_ITEM_RESULTS = "results-one-item.json"
 
 def resolve_overrides(label: str, config: str) -> tuple[str, list[str]]:
     """(preset, overrides) of a variant; the FLIP_* entries become the opposite of the preset's value."""
-    from llm4cdsr.config import load_config
-
     overrides = list(VARIANTS[label])
     if overrides and overrides[0].startswith("CONFIG="):
         config = overrides.pop(0).split("=", 1)[1]
@@ -163,9 +167,6 @@ def main() -> int:
 
 
 def write_table(args, labels: list[str], seeds: list[int]) -> None:
-    from llm4cdsr.cli.compare import compare_table
-    from llm4cdsr.config import load_config
-
     model = load_config([args.config])["model"]
     states = ("frozen, as in the authors' code", "learned")
     flipped, preset = (states[1], states[0]) if model["freeze_local"] else states
@@ -197,10 +198,6 @@ def write_table(args, labels: list[str], seeds: list[int]) -> None:
 def authors_ruler_table(runs_dir: Path, labels: list[str], seeds: list[int], names: dict[str, str]) -> str:
     """The authors'-setting runs on both rulers: their chimeric one (results.json) and one item per
     candidate (the same weights rescored), sampled test hit@10 / ndcg@10, mean over seeds."""
-    import numpy as np
-
-    from llm4cdsr.io import read_json
-
     rows = []
     for label in labels:
         done = [runs_dir / f"{label}-seed{s}" for s in seeds if (runs_dir / f"{label}-seed{s}" / ONE_ITEM_RESULTS).is_file()]
