@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from llm4cdsr.config import load_config
+from llm4cdsr.io import read_json
 from llm4cdsr.llm import embedders
 from llm4cdsr.llm.cache import Cache
 from llm4cdsr.llm.embedders import CachedEmbedder, OnnxEmbedder, SentenceTransformerEmbedder, make_raw_embedder
@@ -90,3 +91,27 @@ def test_config_selects_the_backend_with_its_own_cache_namespace(exported, tmp_p
         onnx_ns = CachedEmbedder(exported, cache, progress=False).ns
         torch_ns = CachedEmbedder(SentenceTransformerEmbedder("", "cpu", 8), cache, progress=False).ns
     assert onnx_ns != torch_ns  # int8 vectors never answer for torch ones, nor the other way round
+
+
+def test_export_fuses_the_bert_layers(exported):
+    """ONNX Runtime's transformer optimiser ran before quantisation: one Attention op per layer,
+    embeddings + LayerNorm, bias + GELU and residual + LayerNorm fused (MiniLM-L6: 6 layers)."""
+    fusions = read_json(exported.export_dir / "meta.json")["fusions"]
+    assert fusions == {"EmbedLayerNormalization": 1, "Attention": 6, "BiasGelu": 6, "SkipLayerNormalization": 12}
+
+
+def test_runs_hold_at_most_the_token_budget_longest_first():
+    lengths = np.array([10, 250, 40, 256, 30, 120, 9])
+    runs = embedders._onnx_runs(lengths, 512)
+    assert sorted(np.concatenate(runs).tolist()) == list(range(len(lengths)))  # every text once
+    assert all(len(r) * lengths[r[0]] <= 512 and lengths[r[0]] == lengths[r].max() for r in runs)
+    assert [lengths[r[0]] for r in runs] == sorted((lengths[r[0]] for r in runs), reverse=True)
+    assert [len(r) for r in embedders._onnx_runs(np.array([300, 300, 5]), 256)] == [1, 1, 1]  # too long: alone
+
+
+def test_a_batch_cut_into_runs_keeps_each_text_in_its_row(exported):
+    """With a budget of one token every text runs alone: the same vectors as embedding each text by
+    itself, in the rows of the batch; the budget is part of the cache key, not of the export."""
+    alone = OnnxEmbedder("", exported.export_dir.parent, batch_size=8, tokens_per_run=1)
+    assert alone.export_dir == exported.export_dir and alone.params != exported.params
+    np.testing.assert_array_equal(alone.embed_batch(TEXTS), np.concatenate([exported.embed_batch([t]) for t in TEXTS]))

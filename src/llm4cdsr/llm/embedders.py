@@ -142,7 +142,15 @@ class SentenceTransformerEmbedder:
 # How the ONNX model is made; part of its folder name and of the cache key, so a changed recipe
 # makes (and caches) new vectors instead of mixing them with the old ones.
 ONNX_RECIPE = ("torch.onnx legacy export, eager attention, opset 17; "
-               "onnxruntime quantize_dynamic QInt8 per-channel, MatMul only")
+               "onnxruntime.transformers optimize_model bert fusions; "
+               "onnxruntime quantize_dynamic QInt8 per-channel reduce_range, MatMul and Attention")
+
+# Padded tokens per ONNX Runtime call: a stage's batch (embed.batch_size texts) is cut into runs of
+# at most this many (texts x the run's longest text). Big runs ran slower per text (their
+# activations and attention scores outgrow the CPU's caches): CPU-seconds for 96 Food x Kitchen
+# titles and 48 profiles in batches of 64, against 512 tokens a run: 4096: 1.30, 2048: 1.20,
+# 1024: 1.11, 768: 1.05, 256: 0.98, 128: 0.99 (2 threads, beside two training jobs).
+ONNX_TOKENS_PER_RUN = 512
 
 
 def _model_key(path: str, name: str) -> str:
@@ -155,17 +163,23 @@ def export_onnx_int8(path: str, out_dir: Path, probe: list[str] | None = None) -
     """Export a sentence-transformers folder (transformer + pooling + normalisation, in one graph)
     to `out_dir/model.onnx` with int8 weights; return the export's meta (also `out_dir/meta.json`).
 
-    Everything is local: the torch model is read from `path`, exported with torch's ONNX exporter
-    and quantised with ONNX Runtime's dynamic quantisation (int8 weights per output channel,
-    activations quantised on the fly). Only MatMul weights are quantised: quantising the embedding
-    tables as well made nothing faster and lost accuracy. A probe embeds a few texts both ways and
-    refuses a model whose vectors drift.
+    Everything is local: the torch model is read from `path`, exported with torch's ONNX exporter,
+    fused by ONNX Runtime's transformer optimiser (BERT: embeddings + LayerNorm, one Attention op
+    per layer, bias + GELU, residual + LayerNorm) and quantised with ONNX Runtime's dynamic
+    quantisation (int8 weights per output channel, activations quantised on the fly). Only the
+    MatMul and Attention weights are quantised: quantising the embedding tables as well made
+    nothing faster and lost accuracy. The weights use 7 of their 8 bits (reduce_range), as ONNX
+    Runtime advises for CPUs without VNNI, whose int8 kernels can saturate otherwise: as fast, and
+    closer to torch on long texts. A probe embeds a few texts both ways and refuses a model whose
+    vectors drift.
     """
     # Imported here: ONNX Runtime is an optional extra, and torch (1.7 s of start-up, measured)
     # is not needed by the openai backend, which imports this module too.
+    import onnx
     import onnxruntime
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
     from sentence_transformers import SentenceTransformer
 
     t0 = time.perf_counter()
@@ -192,22 +206,34 @@ def export_onnx_int8(path: str, out_dir: Path, probe: list[str] | None = None) -
         torch.onnx.export(Encoder(st).eval(), tuple(example[n] for n in input_names), str(tmp / "fp32.onnx"),
                           input_names=input_names, output_names=["sentence_embedding"],
                           dynamic_axes={**axes, "sentence_embedding": {0: "batch"}}, opset_version=17, dynamo=False)
-        quantize_dynamic(str(tmp / "fp32.onnx"), str(tmp / "model.onnx"), weight_type=QuantType.QInt8,
-                         per_channel=True, op_types_to_quantize=["MatMul"])
+        # The fusions (heads and width from the model's config; 0 lets the optimiser find them). A
+        # model that is no BERT keeps the ops the optimiser does not recognise, unfused.
+        config = st[0].auto_model.config
+        fused = optimize_model(str(tmp / "fp32.onnx"), model_type="bert",
+                               num_heads=getattr(config, "num_attention_heads", 0),
+                               hidden_size=getattr(config, "hidden_size", 0))
+        fusions = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
+        fused.save_model_to_file(str(tmp / "fused.onnx"))
+        # The fused ops come from ONNX Runtime's own domain, which ONNX's shape inference does not
+        # know: their outputs are float32, as every activation of this graph.
+        quantize_dynamic(str(tmp / "fused.onnx"), str(tmp / "model.onnx"), weight_type=QuantType.QInt8,
+                         per_channel=True, reduce_range=True, op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         (tmp / "fp32.onnx").unlink()
+        (tmp / "fused.onnx").unlink()
         probe = probe or ["The food item has the following attributes: name is Organic Matcha Green Tea Powder, 1 Ounce.",
                           "The kitchen item has the following attributes: name is Lodge Cast Iron Skillet, 12 inch.",
                           "a", "This user buys " + "spices, coffee and kitchen knives; " * 40]
         session = _onnx_session(str(tmp / "model.onnx"), 1)
         tokenizer = _onnx_tokenizer(path, _max_seq_length(path) or 256)
-        got = _onnx_run(session, tokenizer, input_names, probe)
+        got = _onnx_run(session, tokenizer, input_names, probe, ONNX_TOKENS_PER_RUN)
         want = _load_sentence_transformer(path, "cpu").encode(probe, convert_to_numpy=True, show_progress_bar=False)
         cosine = float(np.min(np.sum(got * want, axis=1)))
         if cosine < 0.95:
             raise LLMError(f"embed: the int8 ONNX export of {path} drifts from the torch model (cosine {cosine:.3f}); "
                            "use embed.backend=local")
         meta = {"source": path, "recipe": ONNX_RECIPE, "inputs": input_names, "dim": int(got.shape[1]),
-                "probe_min_cosine": round(cosine, 5),
+                "fusions": fusions, "probe_min_cosine": round(cosine, 5),
                 "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                 "export_s": round(time.perf_counter() - t0, 2)}
         write_json(tmp / "meta.json", meta)
@@ -228,43 +254,75 @@ def _onnx_session(file: str, threads: int):
 
 def _onnx_tokenizer(path: str, max_length: int):
     """The model's own fast tokenizer (tokenizer.json, what transformers loads too), cutting each
-    text to the model's window (max_seq_length tokens) as sentence-transformers does."""
+    text to the model's window (max_seq_length tokens) as sentence-transformers does. It does not
+    pad: `_onnx_run` pads each run to its own longest text."""
     file = Path(path) / "tokenizer.json"
     if not file.is_file():
         raise LLMError(f"embed: the onnx backend needs {file} (a fast tokenizer); use embed.backend=local")
     tokenizer = Tokenizer.from_file(str(file))
     tokenizer.enable_truncation(max_length)
-    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)  # to the longest text of the batch
+    tokenizer.no_padding()  # tokenizer.json may ask for a fixed length (MiniLM's: 128)
     return tokenizer
 
 
-def _onnx_run(session, tokenizer, input_names: list[str], texts: list[str]) -> np.ndarray:
+def _onnx_runs(lengths: np.ndarray, tokens_per_run: int) -> list[np.ndarray]:
+    """Indices of the texts, longest first, cut into runs of at most `tokens_per_run` padded tokens
+    (a text longer than that goes alone)."""
+    order = np.argsort(-lengths, kind="stable")
+    runs, start = [], 0
+    while start < len(order):
+        size = max(1, tokens_per_run // int(lengths[order[start]]))  # the run's first text is its longest
+        runs.append(order[start:start + size])
+        start += size
+    return runs
+
+
+def _onnx_run(session, tokenizer, input_names: list[str], texts: list[str], tokens_per_run: int) -> np.ndarray:
+    """(len(texts), D) float32: the texts tokenised once, then run by ONNX Runtime in runs of at
+    most `tokens_per_run` padded tokens, each padded to its own longest text."""
     encoded = tokenizer.encode_batch(texts)
-    arrays = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),  # (B, T)
-              "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-              "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64)}
-    return np.asarray(session.run(None, {n: arrays[n] for n in input_names})[0], dtype=np.float32)  # (B, D)
+    lengths = np.array([len(e.ids) for e in encoded])
+    pad_id = tokenizer.token_to_id("[PAD]") or 0
+    out: list[np.ndarray] = []
+    runs = _onnx_runs(lengths, tokens_per_run)
+    for run in runs:
+        width = int(lengths[run[0]])
+        arrays = {"input_ids": np.full((len(run), width), pad_id, dtype=np.int64),  # (b, T)
+                  "attention_mask": np.zeros((len(run), width), dtype=np.int64),
+                  "token_type_ids": np.zeros((len(run), width), dtype=np.int64)}
+        for row, i in enumerate(run):
+            e, size = encoded[i], int(lengths[i])
+            arrays["input_ids"][row, :size] = e.ids
+            arrays["attention_mask"][row, :size] = 1
+            arrays["token_type_ids"][row, :size] = e.type_ids
+        out.append(session.run(None, {n: arrays[n] for n in input_names})[0])
+    vectors = np.empty((len(texts), out[0].shape[1]), dtype=np.float32)
+    vectors[np.concatenate(runs)] = np.concatenate(out)
+    return vectors  # (B, D)
 
 
 class OnnxEmbedder:
     """A local sentence-transformers model (default: the packaged all-MiniLM-L6-v2) run by ONNX
-    Runtime with int8 weights: 1.8x the texts per second of torch on an idle 2-core CPU, vectors at
-    mean cosine 0.993 to torch's (benchmarks/bench_embed_onnx.py, Food x Kitchen titles and profiles). The export is made once, offline,
-    into `<workspace>/onnx/` (about 15 s), and reused by every later stage and run.
+    Runtime with fused layers and int8 weights: 2.7x the texts per second of torch on the 2-core
+    CPU beside a training job, vectors at mean cosine 0.991 to torch's (benchmarks/bench_embed_onnx.py,
+    2,000 Food x Kitchen titles and 2,000 profiles). The export is made once, offline, into
+    `<workspace>/onnx/` (about 15 s), and reused by every later stage and run.
 
-    Dynamic quantisation scales the activations per batch, so a text's vector moves slightly with
-    its batch-mates (cosine > 0.99 to the same text embedded alone). The stage's batches are
-    deterministic (texts sorted by length), so the same inputs give the same vectors; a stage
-    resumed from a partly filled cache may differ in the last digits from an uninterrupted one."""
+    Each batch is tokenised once and run in pieces of at most `tokens_per_run` padded tokens, the
+    longest texts first. Dynamic quantisation scales the activations per piece, so a text's vector
+    moves slightly with its piece-mates (cosine > 0.99 to the same text embedded alone). The stage's
+    batches are deterministic (texts sorted by length), so the same inputs give the same vectors; a
+    stage resumed from a partly filled cache may differ in the last digits from an uninterrupted one."""
 
     backend = "onnx-int8"
 
     def __init__(self, model: str = "", export_root: str | Path = "onnx", batch_size: int = 64, threads: int = 0,
-                 stage: str = "embed"):
+                 stage: str = "embed", tokens_per_run: int = ONNX_TOKENS_PER_RUN):
         self._path, self.model = resolve_local_model(model, stage)
         self.stage = stage
         self._batch_size = int(batch_size)
         self._threads = int(threads)
+        self._tokens_per_run = int(tokens_per_run)
         self._max_seq_length = _max_seq_length(self._path) or 256
         slug = Path(self._path).name if self.model == self._path else BUILTIN_EMBED_MODEL
         self.export_dir = Path(export_root) / f"{slug}-int8-{_model_key(self._path, self.model)}"
@@ -290,7 +348,8 @@ class OnnxEmbedder:
 
     @property
     def params(self) -> dict:
-        return {"max_seq_length": self._max_seq_length, "recipe": ONNX_RECIPE}
+        # The runs' sizes move the vectors slightly (activations are scaled per run).
+        return {"max_seq_length": self._max_seq_length, "recipe": ONNX_RECIPE, "tokens_per_run": self._tokens_per_run}
 
     @property
     def batch_size(self) -> int:
@@ -302,7 +361,7 @@ class OnnxEmbedder:
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:
         self.load()
-        return _onnx_run(self._session, self._tokenizer, self._inputs, texts)
+        return _onnx_run(self._session, self._tokenizer, self._inputs, texts, self._tokens_per_run)
 
 
 class OpenAIEmbedder:
