@@ -125,7 +125,8 @@ def main() -> None:
         for emb in (torch_emb, onnx_emb):  # warm-up: first calls allocate
             emb.embed_batch(sets["titles"][:args.batch_size])
         print(f"model all-MiniLM-L6-v2 (packaged); {threads} threads each; batch {args.batch_size}; "
-              f"slices of {args.slice} alternating; ONNX load/export {load_s:.1f} s ({onnx_emb.export_dir})")
+              f"slices of {args.slice} alternating; ONNX {onnx_emb.params['tokens_per_run']} tokens a run, "
+              f"load/export {load_s:.1f} s ({onnx_emb.export_dir})")
         rows = [compare(name, texts, torch_emb, onnx_emb, args.slice, args.batch_size) for name, texts in sets.items()]
     n = sum(r["texts"] for r in rows)
     total = {k: n / sum(r["texts"] / r[k] for r in rows) for k in ("torch", "onnx", "torch_cpu", "onnx_cpu")}
