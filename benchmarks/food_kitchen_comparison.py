@@ -13,11 +13,18 @@ writes the comparison tables (mean and std over seeds; paired t-test of per-user
 over seeds, against LLM4CDSR's, averaged likewise; the authors' setting on their chimeric ruler and
 rescored with one item per candidate) to --out.
 `--threads 1` leaves the other cores to other work (one job per core was the fastest here).
+
+Each finished run's config, results, per-user test ranks and training log are copied to
+benchmarks/results/food-kitchen-runs/<variant>-seed<seed>/ (--archive), which is committed: the
+workspace does not survive a change of machine, and the table (t-tests included) is rebuilt from
+the workspace's runs and, for those it lacks, from the archived ones. A run archived already is not
+trained again (--retrain-archived to train it anyway, e.g. after a change to the model).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -109,7 +116,7 @@ def run_one(label: str, seed: int, args, threads: int, stages: str = "train") ->
     config, overrides = resolve_overrides(label, args.config)
     cmd = [sys.executable, "-m", "llm4cdsr", "run", "-c", config, "-w", args.workspace,
            f"seed={seed}", f"train.epochs={args.epochs}", "train.progress=false", f"train.num_threads={threads}",
-           f"run.stages=[{stages}]", f"run.name={label}-seed{seed}", *overrides]
+           f"run.stages=[{stages}]", f"run.name={label}-seed{seed}", *args.set, *overrides]
     log = Path(args.workspace) / "logs" / f"{label}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -120,12 +127,44 @@ def run_one(label: str, seed: int, args, threads: int, stages: str = "train") ->
             # The same weights on the honest ruler: each candidate one item in both parts.
             rc = subprocess.call([sys.executable, "-m", "llm4cdsr", "evaluate", str(run_dir), "eval.chimeric_negatives=false",
                                   "-o", str(run_dir / ONE_ITEM_RESULTS)], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if rc == 0:
+        archive_run(run_dir, Path(args.archive))
     return label, rc, time.perf_counter() - started
+
+
+# What of a finished run the table needs (config, test metrics, per-user ranks for the t-tests) and
+# its training log (the validation curve). The workspace is not kept between machines; these are.
+ARCHIVED = ("config.yaml", "results.json", "ranks.parquet", "train.log", ONE_ITEM_RESULTS)
+
+
+def archive_run(run_dir: Path, archive: Path) -> None:
+    """Copy a finished run's table inputs to archive/<run name>/ (replacing an older copy whole)."""
+    if not (run_dir / "results.json").is_file():
+        return
+    target = archive / run_dir.name
+    tmp = archive / f".{run_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ARCHIVED:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, tmp / name)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def finished_run(label: str, seed: int, args, needs: str = "results.json") -> Path | None:
+    """The run folder of (label, seed): the workspace's, else the archived copy, else None."""
+    for root in (Path(args.workspace) / "runs", Path(args.archive)):
+        if (root / f"{label}-seed{seed}" / needs).is_file():
+            return root / f"{label}-seed{seed}"
+    return None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="food-kitchen")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for every run, before the variant's own (e.g. embed.backend=onnx); repeatable")
     parser.add_argument("--workspace", default=str(ROOT / "workspace-food-kitchen"))
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--epochs", type=int, default=50, help="most epochs per run (early stopping: patience 5 decides)")
@@ -135,6 +174,10 @@ def main() -> int:
                         help="torch threads per run (0 = cores / jobs); 1 leaves a core to other work on the machine")
     parser.add_argument("--stages", default="prepare,embed,profile,train",
                         help="stages each run may run (e.g. 'train' on a workspace whose LLM artifacts are already made)")
+    parser.add_argument("--archive", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-runs"),
+                        help="where each finished run's config, results, per-user ranks and log are copied; the table "
+                             "reads a run from the workspace, else from here")
+    parser.add_argument("--retrain-archived", action="store_true", help="train runs that only the archive holds again")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-comparison.md"))
     parser.add_argument("--readme", default=str(ROOT / "README.md"),
                         help="also put the table between the comparison markers of this file ('' = don't)")
@@ -147,7 +190,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     if not args.table_only:
-        todo = [(label, seed) for seed in seeds for label in labels]
+        todo = [(label, seed) for seed in seeds for label in labels
+                if args.retrain_archived or not (Path(args.archive) / f"{label}-seed{seed}" / "results.json").is_file()
+                or (Path(args.workspace) / "runs" / f"{label}-seed{seed}" / "results.json").is_file()]
         # One thread per job: OpenMP threads of several processes fighting over few cores are far
         # slower than the same work done one thread each.
         threads = args.threads or max((os.cpu_count() or 1) // args.jobs, 1)
@@ -170,16 +215,22 @@ def main() -> int:
 
 
 def write_table(args, labels: list[str], seeds: list[int]) -> None:
+    for label in labels:  # runs finished by an earlier version of this script, or by hand
+        for s in seeds:
+            run_dir = Path(args.workspace) / "runs" / f"{label}-seed{s}"
+            copy = Path(args.archive) / run_dir.name / "results.json"
+            if (run_dir / "results.json").is_file() and (
+                    not copy.is_file() or copy.stat().st_mtime < (run_dir / "results.json").stat().st_mtime):
+                archive_run(run_dir, Path(args.archive))
     model = load_config([args.config])["model"]
     states = ("frozen, as in the authors' code", "learned")
     flipped, preset = (states[1], states[0]) if model["freeze_local"] else states
     preset_beta = model["beta"]
     names = {label: name.format(flipped=flipped, preset=preset, beta=0 if preset_beta > 0 else 1, preset_beta=preset_beta)
              for label, name in NAMES.items()}
-    runs_dir = Path(args.workspace) / "runs"
     # The runs scored on the authors' chimeric ruler have a table of their own (both rulers).
-    found = {runs_dir / f"{label}-seed{s}": names[label] for label in labels for s in seeds
-             if label not in CHIMERIC and (runs_dir / f"{label}-seed{s}" / "results.json").is_file()}
+    found = {run: names[label] for label in labels if label not in CHIMERIC for s in seeds
+             if (run := finished_run(label, s, args)) is not None}
     if not found:
         print("no finished runs yet")
         return
@@ -188,7 +239,7 @@ def write_table(args, labels: list[str], seeds: list[int]) -> None:
     parts = []
     for mode in ("sampled", "full"):
         parts.append(compare_table(runs, reference, "ndcg@10", mode, markdown=True, labels=found))
-    parts.append(authors_ruler_table(runs_dir, [label for label in labels if label in CHIMERIC], seeds, names))
+    parts.append(authors_ruler_table(args, [label for label in labels if label in CHIMERIC], seeds, names))
     table = "\n\n".join(p for p in parts if p) + "\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -198,12 +249,12 @@ def write_table(args, labels: list[str], seeds: list[int]) -> None:
         put_between_markers(Path(args.readme), table)
 
 
-def authors_ruler_table(runs_dir: Path, labels: list[str], seeds: list[int], names: dict[str, str]) -> str:
+def authors_ruler_table(args, labels: list[str], seeds: list[int], names: dict[str, str]) -> str:
     """The authors'-setting runs on both rulers: their chimeric one (results.json) and one item per
     candidate (the same weights rescored), sampled test hit@10 / ndcg@10, mean over seeds."""
     rows = []
     for label in labels:
-        done = [runs_dir / f"{label}-seed{s}" for s in seeds if (runs_dir / f"{label}-seed{s}" / ONE_ITEM_RESULTS).is_file()]
+        done = [run for s in seeds if (run := finished_run(label, s, args, ONE_ITEM_RESULTS)) is not None]
         if not done:
             continue
         cells = []
