@@ -64,6 +64,7 @@ SMOKE = [
     ("llm4cdsr", "model.global_item=id"), ("llm4cdsr", "model.local_init=random"), ("llm4cdsr", "model.alpha=0"),
     ("llm4cdsr", "model.beta=0"), ("llm4cdsr", "model.freeze_local=false"), ("llm4cdsr", "model.causal=false"),
     ("sasrec_single", "model.single_domain=movies"), ("gru4rec", "model.gru_layers=2"),
+    ("llm4cdsr", "model.freeze_local=false", "model.local_anchor=1"), ("llm4cdsr", "train.optimizer=adamw", "train.weight_decay=0.01"),
 ]
 
 
@@ -229,3 +230,21 @@ def test_a_key_added_to_the_package_after_a_run_started_does_not_block_its_resum
     assert resumes_as_is(tmp_path, cfg)  # the key now holds its default: the run was made with it
     assert not resumes_as_is(tmp_path, load_config([], ["train.epochs=3", "model.empty_local_state=ln_bias"]))
     assert not resumes_as_is(tmp_path, load_config([], ["train.epochs=3", "model.alpha=0.5"]))
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_train_optimizer_chooses_how_weight_decay_acts(tmp_path, kind):
+    cfg = trainer_module.TrainerConfig.from_section(
+        {**_cfg(tmp_path, f"train.optimizer={kind}", "train.weight_decay=0.5", "train.lr=0.1")["train"]}, "ndcg@10")
+    weight = torch.nn.Parameter(torch.full((3,), 2.0))
+    module = torch.nn.Module()
+    module.weight = weight
+    trainer = trainer_module.Trainer(module, None, None, cfg, tmp_path, torch.device("cpu"), 0)
+    weight.grad = torch.zeros(3)  # no signal from the data: only the decay acts
+    trainer.optimizer.step()
+    if kind == "adamw":  # decoupled: w <- w (1 - lr wd), whatever Adam's moments say
+        assert isinstance(trainer.optimizer, torch.optim.AdamW)
+        np.testing.assert_allclose(weight.detach().numpy(), 2.0 * (1 - 0.1 * 0.5), rtol=1e-6)
+    else:  # L2 in the gradient: Adam normalises it, so the first step is lr whatever the decay
+        assert type(trainer.optimizer) is torch.optim.Adam
+        np.testing.assert_allclose(weight.detach().numpy(), 2.0 - 0.1, rtol=1e-5)

@@ -187,6 +187,8 @@ def validate_config(cfg: dict, command: str | None = None) -> dict:
         c.at_least(key, 1)
     c.above("train.lr", 0)
     c.at_least("train.weight_decay", 0, float)
+    c.one_of("train.optimizer", ("adam", "adamw"))
+    c.at_least("model.local_anchor", 0, float)
     c.at_least("train.num_threads", 0)
     c.check("train.valid_metric", _metric, "hit@K | ndcg@K | mrr@K with K >= 1")
     c.one_of("train.valid_mode", ("sampled", "full"))

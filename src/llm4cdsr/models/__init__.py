@@ -116,6 +116,7 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
             tau=model_cfg["tau"], tau_reg=model_cfg["tau_reg"],
             first_local_target=model_cfg.get("first_local_target", "keep"),
             empty_local_state=model_cfg.get("empty_local_state", "zero"),
+            local_anchor=float(model_cfg.get("local_anchor", 0.0)),
         )
         if name != "llm4cdsr":  # the mixed-sequence SASRec baselines: global branch only
             cfg.global_item = "id" if name == "sasrec_mixed" else "llm"

@@ -57,6 +57,7 @@ class LLM4CDSRConfig:
     beta: float = 1.0  # weight of the user-profile guidance
     tau: float = 1.0  # temperature of the user-profile guidance
     tau_reg: float = 1.0  # temperature of the item regularisation
+    local_anchor: float = 0.0  # weight of the pull of learned PCA local tables toward their PCA start (0: off)
     first_local_target: str = "keep"  # keep | drop: the authors' drop a step whose target domain has no earlier item
     empty_local_state: str = "zero"  # zero | ln_bias: the authors' state of a domain without items is LN(0) = bias
 
@@ -230,6 +231,11 @@ class LLM4CDSR(Recommender):
                 # A random table is always learned (freeze_local applies to PCA tables only).
                 self.local.append(DomainBranch(cfg.encoder, self.n_items[d], init, freeze=cfg.freeze_local,
                                                empty_state=cfg.empty_local_state))
+        # The PCA start of each learned PCA table, for local_anchor (training only: not saved, and
+        # rebuilt from the workspace's vectors when a run resumes).
+        self.anchored = [d for d, b in enumerate(self.local) if cfg.local_anchor > 0 and b.pretrained and b.items.weight.requires_grad]
+        for d in self.anchored:
+            self.register_buffer(f"local_start_{d}", self.local[d].items.weight.detach().clone(), persistent=False)
         # Scores are <h_global, global item> + <h_d, local item>: the local part starts at column H.
         self.score_split = hidden if len(self.local) else None
 
@@ -260,6 +266,10 @@ class LLM4CDSR(Recommender):
             if reg is not None:  # no user of the batch has both domains: skip (the authors get NaN)
                 loss = loss + self.cfg.alpha * reg
                 out["reg"] = reg.detach()
+        if self.anchored:
+            anchor = self.local_anchor_loss()
+            loss = loss + self.cfg.local_anchor * anchor
+            out["anchor"] = anchor.detach()
         if self.uses_profiles:
             profile = self.profile_adapter(self.profiles[batch["user_idx"]])  # (B, H)
             guide = soft_contrastive_loss(profile, h_global[:, -1], self.cfg.tau)
@@ -312,6 +322,16 @@ class LLM4CDSR(Recommender):
         if len(self.local):
             vectors = torch.cat([vectors, self.local[domain].items(local_ids)], dim=-1)  # (..., 2H)
         return vectors
+
+    def local_anchor_loss(self) -> torch.Tensor:
+        """Squared distance of each learned local item vector from its PCA start, summed over the
+        vector, averaged over the items of a domain, summed over the domains: an L2 prior centred
+        on the LLM's view of the item instead of on 0, so that rarely seen items keep it."""
+        total = None
+        for d in self.anchored:
+            drift = (self.local[d].items.weight[1:] - getattr(self, f"local_start_{d}")[1:]).pow(2).sum(1).mean()
+            total = drift if total is None else total + drift
+        return total
 
     def item_regularisation(self, reg_items: torch.Tensor) -> torch.Tensor | None:
         """Soft contrastive loss between one A item and one B item of each user with both domains."""

@@ -54,13 +54,15 @@ class TrainerConfig:
     patience: int = 20
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam: weight_decay is an L2 term in the gradient | adamw: decoupled decay
     score_key: str = "ndcg@10"  # the validation metric that selects the epoch (higher is better)
     progress: bool = True
     tensorboard: bool = False
 
     @classmethod
     def from_section(cls, train: dict, score_key: str) -> TrainerConfig:
-        return cls(train["epochs"], train["patience"], train["lr"], train["weight_decay"], score_key, train["progress"], train["tensorboard"])
+        return cls(train["epochs"], train["patience"], train["lr"], train["weight_decay"], train.get("optimizer", "adam"),
+                   score_key, train["progress"], train["tensorboard"])
 
 
 class TrainingError(RuntimeError):
@@ -89,8 +91,8 @@ class Trainer:
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         params = [p for p in model.parameters() if p.requires_grad]
         # The fused kernel: on CPU the per-parameter loop of the default Adam cost ~4x more per step.
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                          fused=device.type in ("cpu", "cuda"))
+        optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        self.optimizer = optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
         self.state: dict[str, Any] = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "stopped": False, "history": []}
 
     # ----- the loop --------------------------------------------------------------------------
