@@ -160,6 +160,16 @@ def finished_run(label: str, seed: int, args, needs: str = "results.json") -> Pa
     return None
 
 
+def runs_to_train(labels: list[str], seeds: list[int], args) -> list[tuple[str, int]]:
+    """(label, seed) pairs to hand to `llm4cdsr run`, seed by seed: all but those only the archive
+    holds (a run finished in the workspace is handed over too: `run` skips it or finishes its stages)."""
+    def archived_only(label: str, seed: int) -> bool:
+        name = f"{label}-seed{seed}"
+        return (Path(args.archive) / name / "results.json").is_file() and not (Path(args.workspace) / "runs" / name).is_dir()
+
+    return [(label, seed) for seed in seeds for label in labels if args.retrain_archived or not archived_only(label, seed)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="food-kitchen")
@@ -190,9 +200,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     if not args.table_only:
-        todo = [(label, seed) for seed in seeds for label in labels
-                if args.retrain_archived or not (Path(args.archive) / f"{label}-seed{seed}" / "results.json").is_file()
-                or (Path(args.workspace) / "runs" / f"{label}-seed{seed}" / "results.json").is_file()]
+        todo = runs_to_train(labels, seeds, args)
         # One thread per job: OpenMP threads of several processes fighting over few cores are far
         # slower than the same work done one thread each.
         threads = args.threads or max((os.cpu_count() or 1) // args.jobs, 1)
