@@ -59,6 +59,8 @@ VARIANTS: dict[str, list[str]] = {
     "tri_cdr-bce": ["model.name=tri_cdr", "model.dropout=0.2", "train.loss=bce"],
     # Tri-CDR at 0.2 peaked at epoch 5 on validation, below SASRec: the preset's dropout instead.
     "tri_cdr-dropout0.5": ["model.name=tri_cdr", "model.dropout=0.5"],
+    # The learned local tables pulled toward their PCA start (model.local_anchor): a regulariser.
+    "llm4cdsr-anchor30": ["model.local_anchor=30"],
     "ablation-id_global": ["model.global_item=id"],
     "ablation-random_local": ["model.local_init=random"],
     "ablation-alpha0": ["model.alpha=0"],
@@ -84,6 +86,7 @@ NAMES = {
     "tri_cdr": "Tri-CDR (Ma et al. 2024): triple cross-domain attention and contrast",
     "tri_cdr-bce": "Tri-CDR, the paper's BCE with one negative",
     "tri_cdr-dropout0.5": "Tri-CDR, dropout 0.5 (its code: 0.2)",
+    "llm4cdsr-anchor30": "LLM4CDSR, local tables anchored to their PCA start (local_anchor 30)",
     "ablation-id_global": "ablation: ID embeddings in the global branch",
     "ablation-random_local": "ablation: random init of the local tables",
     "ablation-alpha0": "ablation: alpha = 0 (no item regularisation)",
