@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from llm4cdsr.cli.compare import compare_table
 from llm4cdsr.config import load_config
@@ -137,7 +138,9 @@ def run_one(label: str, seed: int, args, threads: int, stages: str = "train") ->
 
 # What of a finished run the table needs (config, test metrics, per-user ranks for the t-tests) and
 # its training log (the validation curve). The workspace is not kept between machines; these are.
-ARCHIVED = ("config.yaml", "results.json", "ranks.parquet", "train.log", ONE_ITEM_RESULTS)
+ARCHIVED = ("config.yaml", "results.json", "train.log", ONE_ITEM_RESULTS)
+# Of ranks.parquet, the columns the t-tests read (0.4 MB a Food x Kitchen run instead of 0.8 MB).
+ARCHIVED_RANKS = ["user_idx", "rank_sampled", "rank_full"]
 
 
 def archive_run(run_dir: Path, archive: Path) -> None:
@@ -151,6 +154,8 @@ def archive_run(run_dir: Path, archive: Path) -> None:
     for name in ARCHIVED:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, tmp / name)
+    ranks = pd.read_parquet(run_dir / "ranks.parquet", columns=ARCHIVED_RANKS)
+    ranks.to_parquet(tmp / "ranks.parquet", index=False, compression="zstd")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
 
