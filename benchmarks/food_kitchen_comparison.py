@@ -18,7 +18,9 @@ Each finished run's config, results, per-user test ranks and training log are co
 benchmarks/results/food-kitchen-runs/<variant>-seed<seed>/ (--archive), which is committed: the
 workspace does not survive a change of machine, and the table (t-tests included) is rebuilt from
 the workspace's runs and, for those it lacks, from the archived ones. A run archived already is not
-trained again (--retrain-archived to train it anyway, e.g. after a change to the model).
+trained again (--retrain-archived to train it anyway, e.g. after a change to the model's code) unless
+the config it gets now differs from the archived one (a changed preset or default): such a stale copy
+is left out of the table and trained again.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import pandas as pd
 from llm4cdsr.cli.compare import compare_table
 from llm4cdsr.config import load_config
 from llm4cdsr.io import read_json
+from llm4cdsr.training.run import resumes_as_is
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,11 +119,24 @@ def resolve_overrides(label: str, config: str) -> tuple[str, list[str]]:
     return config, overrides
 
 
-def run_one(label: str, seed: int, args, threads: int, stages: str = "train") -> tuple[str, int, float]:
+def run_arguments(label: str, seed: int, args) -> tuple[str, list[str]]:
+    """(preset, overrides) that `llm4cdsr run` gets for (label, seed), apart from threads and stages."""
     config, overrides = resolve_overrides(label, args.config)
+    return config, [f"seed={seed}", f"train.epochs={args.epochs}", "train.progress=false", f"run.name={label}-seed{seed}",
+                    *args.set, *overrides]
+
+
+def is_current(run_dir: Path, label: str, seed: int, args) -> bool:
+    """The run in `run_dir` was made with the config (label, seed) gets today: a preset or a default
+    that changed since makes an archived run stale (a key added since, at its default, does not)."""
+    config, overrides = run_arguments(label, seed, args)
+    return resumes_as_is(run_dir, load_config([config], [f"workspace={args.workspace}", *overrides]))
+
+
+def run_one(label: str, seed: int, args, threads: int, stages: str = "train") -> tuple[str, int, float]:
+    config, overrides = run_arguments(label, seed, args)
     cmd = [sys.executable, "-m", "llm4cdsr", "run", "-c", config, "-w", args.workspace,
-           f"seed={seed}", f"train.epochs={args.epochs}", "train.progress=false", f"train.num_threads={threads}",
-           f"run.stages=[{stages}]", f"run.name={label}-seed{seed}", *args.set, *overrides]
+           f"train.num_threads={threads}", f"run.stages=[{stages}]", *overrides]
     log = Path(args.workspace) / "logs" / f"{label}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -161,10 +177,14 @@ def archive_run(run_dir: Path, archive: Path) -> None:
 
 
 def finished_run(label: str, seed: int, args, needs: str = "results.json") -> Path | None:
-    """The run folder of (label, seed): the workspace's, else the archived copy, else None."""
+    """The run folder of (label, seed): the workspace's, else the archived copy, else None; a copy
+    made with another config than (label, seed) gets today is stale and not used."""
     for root in (Path(args.workspace) / "runs", Path(args.archive)):
-        if (root / f"{label}-seed{seed}" / needs).is_file():
-            return root / f"{label}-seed{seed}"
+        run_dir = root / f"{label}-seed{seed}"
+        if (run_dir / needs).is_file():
+            if is_current(run_dir, label, seed, args):
+                return run_dir
+            print(f"{run_dir}: made with another config than {label} gets now; left out")
     return None
 
 
@@ -173,7 +193,9 @@ def runs_to_train(labels: list[str], seeds: list[int], args) -> list[tuple[str, 
     holds (a run finished in the workspace is handed over too: `run` skips it or finishes its stages)."""
     def archived_only(label: str, seed: int) -> bool:
         name = f"{label}-seed{seed}"
-        return (Path(args.archive) / name / "results.json").is_file() and not (Path(args.workspace) / "runs" / name).is_dir()
+        archived = Path(args.archive) / name
+        return ((archived / "results.json").is_file() and not (Path(args.workspace) / "runs" / name).is_dir()
+                and is_current(archived, label, seed, args))
 
     return [(label, seed) for seed in seeds for label in labels if args.retrain_archived or not archived_only(label, seed)]
 

@@ -1,6 +1,6 @@
 """benchmarks/food_kitchen_comparison.py keeps what its table needs outside the workspace: a table
-rebuilt from the archive alone equals the one made from the workspace, and archived runs are not
-trained again."""
+rebuilt from the archive alone equals the one made from the workspace, archived runs are not trained
+again, and an archived run made with another config than its variant gets now is stale."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +8,11 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+from llm4cdsr.config import load_config
+from llm4cdsr.training.run import train_run
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "food_kitchen_comparison.py"
+SMALL = ["model.hidden=16", "model.max_len=20", "train.batch_size=64", "eval.num_negatives=30", "eval.batch_size=128"]
 
 
 def _script():
@@ -18,20 +22,20 @@ def _script():
     return module
 
 
-def test_the_table_survives_the_workspace(one_epoch_run, tmp_path):
+def test_the_table_survives_the_workspace_and_stale_runs_are_left_out(synth_ds, tmp_path, capsys):
     script = _script()
     ws = tmp_path / "ws"
-    for label in ("sasrec_mixed", "gru4rec"):
-        _, run_dir = one_epoch_run(label)
-        shutil.copytree(run_dir, ws / "runs" / f"{label}-seed42")
-    args = SimpleNamespace(workspace=str(ws), archive=str(tmp_path / "archive"), config="food-kitchen",
-                           out=str(tmp_path / "table.md"), readme="", retrain_archived=False)
+    args = SimpleNamespace(workspace=str(ws), archive=str(tmp_path / "archive"), config="food-kitchen", epochs=1,
+                           set=SMALL, out=str(tmp_path / "table.md"), readme="", retrain_archived=False)
     labels = ["sasrec_mixed", "gru4rec"]
+    for label in labels:  # what `llm4cdsr run` would make for (label, 42), on the small synthetic world
+        config, overrides = script.run_arguments(label, 42, args)
+        train_run(load_config([config], [f"workspace={ws}", *overrides]), ws / "runs" / f"{label}-seed42", synth_ds)
     assert script.runs_to_train(labels, [42, 43], args) == [("sasrec_mixed", 42), ("gru4rec", 42), ("sasrec_mixed", 43), ("gru4rec", 43)]
 
     script.write_table(args, labels, [42])
     from_workspace = Path(args.out).read_text(encoding="utf-8")
-    assert "SASRec, mixed sequence, ID embeddings" in from_workspace and "| GRU4Rec, mixed sequence | 1 |" in from_workspace
+    assert "| SASRec, mixed sequence, ID embeddings | 1 |" in from_workspace and "| GRU4Rec, mixed sequence | 1 |" in from_workspace
     for label in labels:
         copy = tmp_path / "archive" / f"{label}-seed42"
         assert {p.name for p in copy.iterdir()} == {"config.yaml", "results.json", "ranks.parquet", "train.log"}
@@ -44,3 +48,10 @@ def test_the_table_survives_the_workspace(one_epoch_run, tmp_path):
     assert script.runs_to_train(labels, [42, 43], args) == [("sasrec_mixed", 43), ("gru4rec", 43)]
     args.retrain_archived = True
     assert len(script.runs_to_train(labels, [42, 43], args)) == 4
+
+    # The preset (here: the overrides of every run) changed since: the archived runs are stale.
+    args.retrain_archived, args.set = False, [*SMALL, "model.dropout=0.3"]
+    assert script.runs_to_train(labels, [42], args) == [("sasrec_mixed", 42), ("gru4rec", 42)]
+    Path(args.out).unlink()
+    script.write_table(args, labels, [42])
+    assert not Path(args.out).exists() and "made with another config" in capsys.readouterr().out
