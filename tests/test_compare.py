@@ -53,3 +53,16 @@ def test_t_test_pairs_group_means_against_the_reference_group(tmp_path):
     # Without labels, rows are named by config (model name; seeds of one config share a row).
     plain = compare_table([*refs, other], refs[0], "ndcg@10", "sampled")
     assert any(line.startswith("llm4cdsr ") and " 2 " in line for line in plain.splitlines())
+
+
+def test_a_key_added_after_a_run_reads_as_its_default(tmp_path):
+    # Two seeds of one model, the older run saved before model.local_anchor existed: one group, and
+    # a run with the key set apart is its own group, named by that key only.
+    old = _run(tmp_path, "old-seed1", "llm4cdsr", 1, [0, 1, 2])
+    new = _run(tmp_path, "new-seed2", "llm4cdsr", 2, [0, 1, 3])
+    anchored = _run(tmp_path, "anchored-seed1", "llm4cdsr", 1, [1, 1, 3])
+    for run, model in ((new, {"name": "llm4cdsr", "local_anchor": 0.0}), (anchored, {"name": "llm4cdsr", "local_anchor": 30.0})):
+        (run / "config.yaml").write_text(yaml.safe_dump({"seed": 2, "model": model}), encoding="utf-8")
+    rows = [line for line in compare_table([old, new, anchored], old, "ndcg@10", "sampled", markdown=True).splitlines()
+            if line.startswith("| llm4cdsr")]
+    assert [row.split(" | ")[:2] for row in rows] == [["| llm4cdsr local_anchor=0.0", "2"], ["| llm4cdsr local_anchor=30.0", "1"]]

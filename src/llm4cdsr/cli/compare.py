@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from llm4cdsr.cli.common import CliError
+from llm4cdsr.config import default_config
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE
 from llm4cdsr.io import read_json
 
@@ -84,9 +85,13 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
 
     parse_metric(metric)
     flat = {}
+    # A key a run's config lacks was added to the package after the run: the run had its default then.
+    defaults = _flatten(default_config())
     for r in runs:
         cfg = yaml.safe_load((r / "config.yaml").read_text(encoding="utf-8"))
-        flat[r] = {k: v for k, v in _flatten(cfg).items() if k not in IGNORED and k.split(".")[0] not in IGNORED}
+        own = _flatten(cfg)
+        known = {k: defaults[k] for k in defaults if k not in own and k.split(".")[0] in cfg}
+        flat[r] = {k: v for k, v in {**known, **own}.items() if k not in IGNORED and k.split(".")[0] not in IGNORED}
     keys = sorted({k for f in flat.values() for k in f})
     varying = [k for k in keys if k != "model.name" and len({repr(f.get(k)) for f in flat.values()}) > 1]
     groups: dict[str, list[Path]] = {}
