@@ -1,7 +1,7 @@
 """Quick screens on a seeded subsample of Food x Kitchen: a few minutes a run instead of half an hour.
 
     python benchmarks/food_kitchen_subsample.py [--users 15000] [--epochs 25] [--patience 3] \
-        [--variants preset,anchor1,anchor10,anchor30,anchor100,adamw0.1] [--threads 1]
+        [--variants preset,anchor1,anchor10,anchor30,anchor100,adamw0.1] [--threads 1] [--set KEY=VALUE]
 
 Draws --users users of ../shared/data/food-kitchen with a seeded generator (their whole histories
 and the items they touch), prepares and embeds them once in their own workspace (the preset's
@@ -73,6 +73,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", default="preset,anchor1,anchor10,anchor30,anchor100,adamw0.1")
     parser.add_argument("--workspace", default=str(ROOT / "workspace-food-kitchen-subsample"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for every run, before the variant's own (e.g. model.beta=0); repeatable")
     args = parser.parse_args()
     if not (DATA / "interactions.csv").is_file():
         print(f"SKIPPED: no Food x Kitchen data at {DATA}")
@@ -85,7 +87,7 @@ def main() -> int:
     interactions, items = subsample(ws / "raw", args.users, args.seed)
     common = ["-c", "food-kitchen", "-w", str(ws), f"data.interactions={interactions}", f"data.items={items}",
               f"train.num_threads={args.threads}", "train.progress=false", f"train.epochs={args.epochs}",
-              f"train.patience={args.patience}", "run.baselines=[]", "seed=42"]
+              f"train.patience={args.patience}", "run.baselines=[]", "seed=42", *args.set]
     for label in labels:
         run_dir = ws / "runs" / label
         if not (run_dir / "results.json").is_file():
