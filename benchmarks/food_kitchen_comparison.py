@@ -160,10 +160,12 @@ ARCHIVED_RANKS = ["user_idx", "rank_sampled", "rank_full"]
 
 
 def archive_run(run_dir: Path, archive: Path) -> None:
-    """Copy a finished run's table inputs to archive/<run name>/ (replacing an older copy whole)."""
-    if not (run_dir / "results.json").is_file():
+    """Copy a finished run's table inputs to archive/<run name>/, replacing an older copy whole;
+    nothing to do when the copy is as new as the run's results."""
+    results, target = run_dir / "results.json", archive / run_dir.name
+    copy = target / "results.json"
+    if not results.is_file() or (copy.is_file() and copy.stat().st_mtime >= results.stat().st_mtime):
         return
-    target = archive / run_dir.name
     tmp = archive / f".{run_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -255,11 +257,7 @@ def main() -> int:
 def write_table(args, labels: list[str], seeds: list[int]) -> None:
     for label in labels:  # runs finished by an earlier version of this script, or by hand
         for s in seeds:
-            run_dir = Path(args.workspace) / "runs" / f"{label}-seed{s}"
-            copy = Path(args.archive) / run_dir.name / "results.json"
-            if (run_dir / "results.json").is_file() and (
-                    not copy.is_file() or copy.stat().st_mtime < (run_dir / "results.json").stat().st_mtime):
-                archive_run(run_dir, Path(args.archive))
+            archive_run(Path(args.workspace) / "runs" / f"{label}-seed{s}", Path(args.archive))
     model = load_config([args.config])["model"]
     states = ("frozen, as in the authors' code", "learned")
     flipped, preset = (states[1], states[0]) if model["freeze_local"] else states

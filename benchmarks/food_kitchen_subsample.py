@@ -14,13 +14,15 @@ Finished runs are skipped, so the command can be run again to add variants.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from llm4cdsr.io import read_json
+from llm4cdsr.report import read_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "food-kitchen"
@@ -55,8 +57,8 @@ def subsample(out: Path, users: int, seed: int) -> tuple[Path, Path]:
 
 
 def summary(run_dir: Path) -> str:
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    history = read_epochs(run_dir)
+    results = read_json(run_dir / "results.json")
     best = max(history, key=lambda r: r["valid"]["ndcg@10"])
     test = results["test"]
     return (f"valid ndcg@10 {best['valid']['ndcg@10']:.4f} @{best['epoch']}/{len(history)} "
