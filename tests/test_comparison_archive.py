@@ -55,3 +55,23 @@ def test_the_table_survives_the_workspace_and_stale_runs_are_left_out(synth_ds, 
     Path(args.out).unlink()
     script.write_table(args, labels, [42])
     assert not Path(args.out).exists() and "made with another config" in capsys.readouterr().out
+
+
+def test_a_pretrained_variant_gets_its_seeds_runs_and_needs_their_weights(synth_ds, tmp_path):
+    script = _script()
+    ws = tmp_path / "ws"
+    args = SimpleNamespace(workspace=str(ws), archive=str(tmp_path / "archive"), config="food-kitchen", epochs=1,
+                           set=SMALL, out=str(tmp_path / "table.md"), readme="", retrain_archived=False)
+    _, overrides = script.run_arguments("tri_cdr-pretrained", 43, args)
+    assert "model.init_from=[runs/sasrec_mixed-seed43,runs/sasrec_single-seed43]" in overrides
+    todo = [("tri_cdr-pretrained", 42), ("tri_cdr-pretrained", 43), ("tri_cdr", 42)]
+    assert script.missing_needs(todo, args) == [("sasrec_mixed", 42), ("sasrec_single", 42), ("sasrec_mixed", 43),
+                                                ("sasrec_single", 43)]
+    for label in ("sasrec_mixed", "sasrec_single"):
+        config, overrides = script.run_arguments(label, 42, args)
+        train_run(load_config([config], [f"workspace={ws}", *overrides]), ws / "runs" / f"{label}-seed42", synth_ds)
+    assert script.missing_needs(todo, args) == [("sasrec_mixed", 43), ("sasrec_single", 43)]
+    # An archived copy has no weights: the workspace run is what counts.
+    script.write_table(args, ["sasrec_mixed", "sasrec_single"], [42])
+    shutil.rmtree(ws / "runs" / "sasrec_single-seed42")
+    assert ("sasrec_single", 42) in script.missing_needs(todo, args)

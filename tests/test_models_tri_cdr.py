@@ -131,3 +131,58 @@ def test_one_epoch_through_train_run(synth_ds, one_epoch_run):
     with torch.no_grad():
         scores = model.score(model.user_states(torch.tensor([[0, 1, synth_ds.n_items[0] + 2]])), 1)
     assert torch.isfinite(scores[:, 1:]).all()
+
+
+def _sasrec(name: str, **over):
+    cfg = _cfg(name=name, **over)
+    torch.manual_seed(1)
+    return build_model(cfg, INFO)
+
+
+def test_warm_start_takes_the_encoders_and_tables_of_trained_sasrecs():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mixed, single = _sasrec("sasrec_mixed"), _sasrec("sasrec_single")
+    set_mixed = model.warm_start("sasrec_mixed", mixed.state_dict())
+    set_single = model.warm_start("sasrec_single", single.state_dict())
+    ours = model.state_dict()
+    # The mixed SASRec gives the mixed encoder and the global ID table, whole.
+    for name, tensor in mixed.state_dict().items():
+        target = name.replace("global_encoder.", "encoder.").replace("global_items.table.", "items.")
+        assert target in set_mixed
+        torch.testing.assert_close(ours[target], tensor, rtol=0, atol=0)
+    assert len(set_mixed) == len(mixed.state_dict())
+    # The per-domain SASRecs give both domain branches under the same names.
+    assert set_single == sorted(single.state_dict())
+    for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=0)
+    # Tri-CDR's own parts (attention unit, fusion and projection heads) keep their start.
+    own = [k for k in ours if k.startswith(("attention.", "heads."))]
+    assert own and all(torch.equal(ours[k], before[k]) for k in own)
+
+
+def test_warm_start_refuses_a_run_of_another_width():
+    with pytest.raises(ValueError, match=r"sasrec_mixed tensor .* has shape .*16.*differ in model width"):
+        _model().warm_start("sasrec_mixed", _sasrec("sasrec_mixed", hidden=16).state_dict())
+
+
+def test_init_from_through_train_run(synth_ds, tmp_path):
+    from llm4cdsr.config import ConfigError
+    from llm4cdsr.training.run import train_run
+
+    def cfg(name, *over):
+        return load_config([], [f"workspace={tmp_path}", f"model.name={name}", "model.hidden=16", "model.max_len=20",
+                                "model.dropout=0.2", "train.batch_size=64", "train.progress=false", "train.epochs=1",
+                                "eval.num_negatives=30", "eval.batch_size=128", *over])
+
+    for name in ("sasrec_mixed", "sasrec_single"):
+        train_run(cfg(name), tmp_path / "runs" / name, synth_ds)
+    # A folder that holds no finished run is named before anything is made.
+    with pytest.raises(ConfigError, match=r"model.init_from: .*runs/sasrec_gone is not a finished run"):
+        train_run(cfg("tri_cdr", "model.init_from=[runs/sasrec_gone]"), tmp_path / "runs" / "tri", synth_ds)
+    assert not (tmp_path / "runs" / "tri").exists()
+    results = train_run(cfg("tri_cdr", "model.init_from=[runs/sasrec_mixed, runs/sasrec_single]"), tmp_path / "runs" / "tri", synth_ds)
+    got = [(r["run"], r["model"], r["tensors"]) for r in results["init_from"]]
+    # 28 tensors: 2 blocks x 12, final LayerNorm 2, positions 1, item table 1; twice that for two domains.
+    assert got == [("runs/sasrec_mixed", "sasrec_mixed", 28), ("runs/sasrec_single", "sasrec_single", 56)]
+    assert all(len(r["weights_sha256"]) == 64 for r in results["init_from"])

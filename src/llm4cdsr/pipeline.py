@@ -133,8 +133,9 @@ def _same_run(saved: dict, cfg: dict) -> bool:
 
 def baseline_configs(cfg: dict) -> list[dict]:
     """The run.baselines runs (names checked by validation.py): the same config with another
-    model.name, under their own default names."""
-    return [dict(cfg, model=dict(cfg["model"], name=name), run=dict(cfg["run"], name=""))
+    model.name, under their own default names, each from the usual random start (model.init_from
+    names runs of the main model's choosing)."""
+    return [dict(cfg, model=dict(cfg["model"], name=name, init_from=[]), run=dict(cfg["run"], name=""))
             for name in cfg["run"].get("baselines", []) if name != cfg["model"]["name"]]
 
 

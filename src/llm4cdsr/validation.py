@@ -177,6 +177,8 @@ def validate_config(cfg: dict, command: str | None = None) -> dict:
     c.one_of("model.positions", ("first", "last"))
     c.one_of("model.first_local_target", ("keep", "drop"))
     c.one_of("model.empty_local_state", ("zero", "ln_bias"))
+    c.check("model.init_from", lambda v: isinstance(v, list) and all(isinstance(s, str) and s.strip() for s in v),
+            "a list of run folders")
     model = cfg.get("model", {})
     hidden, heads = model.get("hidden"), model.get("heads")
     if isinstance(hidden, int) and isinstance(heads, int) and hidden >= 1 and heads >= 1 and hidden % heads:
@@ -233,6 +235,7 @@ def _check_training(c: _Checks, cfg: dict, command: str | None) -> None:
     import torch
 
     from llm4cdsr.models import MODEL_NAMES
+    from llm4cdsr.workspace import Workspace
 
     c.one_of("model.name", MODEL_NAMES)
     c.check("run.baselines", lambda v: all(name in MODEL_NAMES for name in v), f"models out of {', '.join(MODEL_NAMES)}")
@@ -242,6 +245,13 @@ def _check_training(c: _Checks, cfg: dict, command: str | None) -> None:
     elif device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= torch.cuda.device_count():
         c.problems.append(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     model, embed = cfg.get("model", {}), cfg.get("embed", {})
+    init_from = model.get("init_from")
+    if isinstance(init_from, list) and "workspace" in cfg:
+        for entry in init_from:
+            if isinstance(entry, str) and entry.strip():
+                folder = Workspace(cfg["workspace"]).run_folder(entry)
+                if not (folder / "results.json").is_file():
+                    c.problems.append(f"model.init_from: {folder} is not a finished run (no results.json)")
     # Where vectors come from the workspace's embed stage, the local tables are its PCA views.
     if command is not None and _uses_local_pca(model) and embed.get("local_dim") != model.get("hidden"):
         c.problems.append(f"embed.local_dim ({embed.get('local_dim')}) must equal model.hidden ({model.get('hidden')}) "

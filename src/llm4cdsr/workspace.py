@@ -63,6 +63,12 @@ class Workspace:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
+    def run_folder(self, entry: str | Path) -> Path:
+        """A run folder named in a config (model.init_from): as given if absolute, else inside the
+        workspace (so a config names runs the same way on every machine)."""
+        path = Path(entry)
+        return path if path.is_absolute() else self.root / path
+
     def meta(self, stage_dir: Path) -> dict | None:
         path = stage_dir / "meta.json"
         return read_json(path) if path.is_file() else None

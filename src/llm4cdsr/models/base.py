@@ -39,6 +39,10 @@ class Recommender(nn.Module):
     # Two-part models (LLM4CDSR: global + local): the column of K where the local part starts. The
     # authors' "chimeric" sampled scoring (eval.chimeric_negatives) takes each part from another item.
     score_split: int | None = None
+    # Warm start (`warm_start`, model.init_from): how the tensor names of a finished run of another
+    # model map onto this model's, by that model's name: {its prefix: our prefix}. A model not named
+    # here maps by equal names (a run of the same model).
+    warm_start_names: dict[str, dict[str, str]] = {}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -86,6 +90,28 @@ class Recommender(nn.Module):
 
     def fit_statistics(self, train_offsets: np.ndarray, train_items: np.ndarray) -> None:
         """Hook for models built from training counts (popularity); others ignore it."""
+
+    def warm_start(self, source_model: str, weights: dict[str, torch.Tensor]) -> list[str]:
+        """Copy into this model the tensors of `weights` (the saved weights of a run of `source_model`)
+        that `warm_start_names` maps onto a tensor of ours; returns our names it set. A mapped tensor
+        of another shape is an error (the two runs differ in width or item count); tensors mapped to
+        no name of ours are left out (a SASRec's tensors cover part of a larger model)."""
+        renames = self.warm_start_names.get(source_model, {"": ""})
+        ours = self.state_dict()
+        copied = {}
+        for name, tensor in weights.items():
+            prefix = next((p for p in renames if name.startswith(p)), None)
+            if prefix is None:
+                continue
+            target = renames[prefix] + name[len(prefix):]
+            if target not in ours:
+                continue
+            if tuple(ours[target].shape) != tuple(tensor.shape):
+                raise ValueError(f"{source_model} tensor {name} has shape {tuple(tensor.shape)}, but {target} here has "
+                                 f"{tuple(ours[target].shape)}: the runs differ in model width or item counts")
+            copied[target] = tensor
+        self.load_state_dict(copied, strict=False)
+        return sorted(copied)
 
     @property
     def trainable(self) -> bool:

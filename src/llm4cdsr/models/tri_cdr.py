@@ -42,8 +42,10 @@ Where we differ on purpose (simplifications, each for the one harness):
     domain, with one attention unit for its three roles).
   - Every user trains (theirs: only users with at least two items in each domain); a step with no
     item of a role yet attends to nothing (a zero vector), and TCL uses the users with both domains.
-  - No pre-training: their encoders start from separately trained SASRec checkpoints; ours from the
-    harness's Xavier initialisation, trained jointly from the start.
+  - Pre-training is an option: their encoders start from separately trained SASRec checkpoints;
+    ours start from the harness's Xavier initialisation unless `model.init_from` names finished
+    sasrec_mixed / sasrec_single runs (`warm_start_names`: the mixed encoder and global ID table,
+    the domain encoders and tables), after which everything trains jointly.
   - The optimiser is the harness's Adam, constant learning rate (theirs: betas 0.9/0.98 with an
     exponential learning-rate decay of 0.99 per epoch).
   - InfoNCE pairs are weighted equally (their rate_* options, default 1 : 1 : 1).
@@ -163,6 +165,14 @@ class TriCDRConfig:
 
 
 class TriCDR(Recommender):
+    # Their recipe starts the three encoders from trained SASRecs (model.init_from): a mixed-sequence
+    # SASRec gives the mixed encoder and the global ID table, one per domain the two domain encoders
+    # and their item tables.
+    warm_start_names = {
+        "sasrec_mixed": {"global_encoder.": "encoder.", "global_items.table.": "items."},
+        "sasrec_single": {"branches.": "branches."},
+    }
+
     def __init__(self, encoder_cfg: EncoderConfig, n_items: tuple[int, int], cfg: TriCDRConfig | None = None,
                  loss: LossConfig | None = None):
         """`loss`: the next-item objective (default bce, the paper's)."""

@@ -17,6 +17,7 @@ The run folder:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shlex
@@ -140,6 +141,7 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     loss = LossConfig.from_section(train_cfg)
     model = build_model(model_cfg, info, item_vectors, profiles, loss=loss)
     model.fit_statistics(split.train_offsets, split.train_items)
+    started_from = warm_start(model, model_cfg.get("init_from", []), Workspace(cfg["workspace"]), dataset_fingerprint(dataset))
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -192,6 +194,7 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         # What the model trained with: its own objective where it has one (C2DSR's full softmax).
         "loss": (getattr(model, "objective", None) or getattr(model, "loss", loss)).kind if model.trainable else None,
         "sampled_scoring": sampled_scoring(model, eval_cfg),
+        "init_from": started_from,
         "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": dataset_fingerprint(dataset),
                     "synthetic": synthetic},
     }
@@ -208,6 +211,31 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     write_json(run_dir / "results.json", results)
     log.info("test %s%s", "[SYNTHETIC data] " if synthetic else "", _headline(results, dataset.domains))
     return results
+
+
+def warm_start(model: Recommender, runs: list[str], workspace: Workspace, fingerprint: str) -> list[dict]:
+    """model.init_from: copy each finished run's best weights into `model`, in order, through the
+    model's name mapping (`Recommender.warm_start`). Returns what each run gave, for results.json."""
+    started_from = []
+    for entry in runs:
+        source = workspace.run_folder(entry)
+        if not (source / "results.json").is_file() or not (source / BEST_WEIGHTS).is_file():
+            raise RunError(f"model.init_from: {source} is not a finished run (no results.json and {BEST_WEIGHTS})")
+        done = read_json(source / "results.json")
+        if done.get("dataset", {}).get("fingerprint") != fingerprint:
+            raise RunError(f"model.init_from: {source} was trained on another dataset (fingerprint "
+                           f"{done.get('dataset', {}).get('fingerprint')!r}, this one {fingerprint!r})")
+        weights = source / BEST_WEIGHTS
+        try:
+            names = model.warm_start(done["model"], load_file(str(weights)))
+        except ValueError as e:
+            raise RunError(f"model.init_from: {source}: {e}") from None
+        if not names:
+            raise RunError(f"model.init_from: {source} ({done['model']}) holds no tensor {type(model).__name__} can start from")
+        log.info("started from %s (%s): %d tensors", source, done["model"], len(names))
+        started_from.append({"run": entry, "model": done["model"], "tensors": len(names),
+                             "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()})
+    return started_from
 
 
 def evaluate_model(model: Recommender, dataset: PreparedDataset, split: Split, cands: dict[str, np.ndarray],
