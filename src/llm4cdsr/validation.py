@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from llm4cdsr.config import ConfigError
+from llm4cdsr.workspace import Workspace
 
 STAGES = ("prepare", "embed", "profile", "train", "report")
 # Commands that build a model (they import torch anyway).
@@ -235,7 +236,6 @@ def _check_training(c: _Checks, cfg: dict, command: str | None) -> None:
     import torch
 
     from llm4cdsr.models import MODEL_NAMES
-    from llm4cdsr.workspace import Workspace
 
     c.one_of("model.name", MODEL_NAMES)
     c.check("run.baselines", lambda v: all(name in MODEL_NAMES for name in v), f"models out of {', '.join(MODEL_NAMES)}")
