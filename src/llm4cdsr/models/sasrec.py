@@ -5,9 +5,10 @@ Reads top-down, small parts first: config, self-attention, feed-forward, block, 
 Input is a batch of item vectors (B, L, H) and a mask of real steps, LEFT-padded (the newest item
 is always the last column). Two choices keep results independent of how much padding a batch has,
 so that a batch padded to its own longest history and one padded to max_len give the same output:
-  - positions count from the first real item (0, 1, 2, ...), not from the left edge of the array
-    (`positions: last` numbers them back from the newest item, max_len - 1, as the authors' arrays
-    padded to max_len do: independent of the batch's padding as well);
+  - positions count from the first real item (0, 1, 2, ...), not from the left edge of the array,
+    as the authors' code does (their arrays hold 1..n, padding 0); `positions: last` numbers them
+    back from the newest item, max_len - 1, as an array padded to max_len and numbered by slot would
+    (SASRec.pytorch): independent of the batch's padding as well;
   - a query attends to real keys only (plus itself, so that a padding row is never fully masked
     and never produces NaN; padding outputs are zeroed anyway).
 `causal: false` drops the causal mask, reproducing the authors' code, in which every training step
@@ -40,7 +41,7 @@ class EncoderConfig:
     causal: bool = True
     block: str = "prenorm"  # prenorm | authors (see Block)
     null_key: bool = False  # attend to max_len - length padding keys, as the authors' unmasked padding does
-    positions: str = "first"  # first: 0 at the oldest item | last: max_len - 1 at the newest (the authors')
+    positions: str = "first"  # first: 0 at the oldest item (the authors') | last: max_len - 1 at the newest (by slot)
 
 
 class Dropout(nn.Module):
@@ -197,8 +198,8 @@ class SASRecEncoder(nn.Module):
         if length > self.cfg.max_len:
             raise ValueError(f"sequence of {length} steps exceeds max_len {self.cfg.max_len}; truncate it first")
         if self.cfg.positions == "last":
-            # The authors' arrays are padded to max_len and numbered from their left edge: the
-            # newest item is always max_len - 1, whatever the history's length.
+            # Numbered by slot of an array padded to max_len: the newest item is always
+            # max_len - 1, whatever the history's length.
             positions = (torch.arange(length, device=real.device) + self.cfg.max_len - length)[None, :].expand(real.shape[0], -1)  # (B, L)
         else:
             first_real = length - real.sum(1)  # (B,): left padding
