@@ -20,7 +20,8 @@ workspace does not survive a change of machine, and the table (t-tests included)
 the workspace's runs and, for those it lacks, from the archived ones. A run archived already is not
 trained again (--retrain-archived to train it anyway, e.g. after a change to the model's code) unless
 the config it gets now differs from the archived one (a changed preset or default): such a stale copy
-is left out of the table and trained again.
+is left out of the table and trained again (a stale run in the workspace is first moved aside, to
+runs/<name>.stale-<n>).
 """
 from __future__ import annotations
 
@@ -140,8 +141,25 @@ def is_current(run_dir: Path, label: str, seed: int, args) -> bool:
     return resumes_as_is(run_dir, load_config([config], [f"workspace={args.workspace}", *overrides]))
 
 
+def set_aside_stale(label: str, seed: int, args) -> Path | None:
+    """A workspace run of (label, seed) made with another config than it gets now (a changed preset or
+    default) cannot be continued: it is moved to <name>.stale-<n> beside it (kept, not deleted), so
+    that the run can be made again under its name. Returns where it went."""
+    run_dir = Path(args.workspace) / "runs" / f"{label}-seed{seed}"
+    if not (run_dir / "config.yaml").is_file() or is_current(run_dir, label, seed, args):
+        return None
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
+        n += 1
+    run_dir.rename(aside)
+    print(f"{run_dir}: made with another config than {label} gets now; moved to {aside.name}", flush=True)
+    return aside
+
+
 def run_one(label: str, seed: int, args, threads: int, stages: str = "train") -> tuple[str, int, float]:
     config, overrides = run_arguments(label, seed, args)
+    if "train" in stages:
+        set_aside_stale(label, seed, args)
     cmd = [sys.executable, "-m", "llm4cdsr", "run", "-c", config, "-w", args.workspace,
            f"train.num_threads={threads}", f"run.stages=[{stages}]", *overrides]
     log = Path(args.workspace) / "logs" / f"{label}-seed{seed}.log"

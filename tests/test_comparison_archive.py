@@ -56,6 +56,16 @@ def test_the_table_survives_the_workspace_and_stale_runs_are_left_out(synth_ds, 
     script.write_table(args, labels, [42])
     assert not Path(args.out).exists() and "made with another config" in capsys.readouterr().out
 
+    # A stale run in the workspace is moved aside (kept), so that `run` can make it again under its name.
+    for label in labels:
+        config, overrides = script.run_arguments(label, 42, SimpleNamespace(**{**vars(args), "set": SMALL}))
+        train_run(load_config([config], [f"workspace={ws}", *overrides]), ws / "runs" / f"{label}-seed42", synth_ds)
+    aside = script.set_aside_stale("gru4rec", 42, args)
+    assert aside == ws / "runs" / "gru4rec-seed42.stale-1" and (aside / "results.json").is_file()
+    assert not (ws / "runs" / "gru4rec-seed42").exists()
+    args.set = SMALL  # the config it was made with: current, left where it is
+    assert script.set_aside_stale("sasrec_mixed", 42, args) is None and (ws / "runs" / "sasrec_mixed-seed42").is_dir()
+
 
 def test_a_pretrained_variant_gets_its_seeds_runs_and_needs_their_weights(synth_ds, tmp_path):
     script = _script()
