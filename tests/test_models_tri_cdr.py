@@ -1,8 +1,11 @@
 """Tri-CDR: the attention unit, causality, train/score consistency, the triple contrast, one epoch."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
+from llm4cdsr.cli.compare import compare_table
 from llm4cdsr.config import load_config
 from llm4cdsr.models import build_model
 from llm4cdsr.models.base import LossConfig, domain_of
@@ -186,3 +189,13 @@ def test_init_from_through_train_run(synth_ds, tmp_path):
     # 28 tensors: 2 blocks x 12, final LayerNorm 2, positions 1, item table 1; twice that for two domains.
     assert got == [("runs/sasrec_mixed", "sasrec_mixed", 28), ("runs/sasrec_single", "sasrec_single", 56)]
     assert all(len(r["weights_sha256"]) == 64 for r in results["init_from"])
+
+    # Another seed started from other runs of the same models is the same model to `compare`.
+    for name in ("sasrec_mixed", "sasrec_single"):
+        shutil.copytree(tmp_path / "runs" / name, tmp_path / "runs" / f"{name}-b")
+    train_run(cfg("tri_cdr", "seed=7", "model.init_from=[runs/sasrec_mixed-b, runs/sasrec_single-b]"), tmp_path / "runs" / "tri-b", synth_ds)
+    table = compare_table([tmp_path / "runs" / n for n in ("sasrec_mixed", "tri", "tri-b")], tmp_path / "runs" / "sasrec_mixed",
+                          "ndcg@10", "sampled")
+    rows = [line for line in table.splitlines() if line.startswith("tri_cdr")]
+    label = "tri_cdr init_from=['sasrec_mixed', 'sasrec_single']"
+    assert len(rows) == 1 and rows[0].startswith(label) and rows[0][len(label):].split()[0] == "2"  # one row, two runs

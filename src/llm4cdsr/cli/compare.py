@@ -90,6 +90,11 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
     for r in runs:
         cfg = yaml.safe_load((r / "config.yaml").read_text(encoding="utf-8"))
         own = _flatten(cfg)
+        # A warm-started run is told by the models it started from, not their folders: each seed
+        # starts from its own seed's runs, and those seeds are still one model.
+        started = read_json(r / "results.json").get("init_from")
+        if started:
+            own["model.init_from"] = [s["model"] for s in started]
         known = {k: defaults[k] for k in defaults if k not in own and k.split(".")[0] in cfg}
         flat[r] = {k: v for k, v in {**known, **own}.items() if k not in IGNORED and k.split(".")[0] not in IGNORED}
     keys = sorted({k for f in flat.values() for k in f})
