@@ -87,12 +87,13 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
     flat = {}
     # A key a run's config lacks was added to the package after the run: the run had its default then.
     defaults = _flatten(default_config())
+    results = {r: read_json(r / "results.json") for r in runs}
     for r in runs:
         cfg = yaml.safe_load((r / "config.yaml").read_text(encoding="utf-8"))
         own = _flatten(cfg)
         # A warm-started run is told by the models it started from, not their folders: each seed
         # starts from its own seed's runs, and those seeds are still one model.
-        started = read_json(r / "results.json").get("init_from")
+        started = results[r].get("init_from")
         if started:
             own["model.init_from"] = [s["model"] for s in started]
         known = {k: defaults[k] for k in defaults if k not in own and k.split(".")[0] in cfg}
@@ -114,7 +115,6 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
         return pd.concat([user_metric(r) for r in members], axis=1).mean(axis=1)
 
     ref_users = group_metric(groups[ref_label])
-    results = {r: read_json(r / "results.json") for r in runs}
     domains = results[reference]["dataset"]["domains"]
     columns = [("sampled", "overall", "hit@10"), ("sampled", "overall", "ndcg@10"), ("full", "overall", "hit@10"),
                ("full", "overall", "ndcg@10")] + [(mode, d, metric) for d in domains]

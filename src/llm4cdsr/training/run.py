@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import yaml
+from safetensors.torch import load as load_weights
 from safetensors.torch import load_file
 
 from llm4cdsr.config import default_config, dump_config
@@ -141,7 +142,7 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     loss = LossConfig.from_section(train_cfg)
     model = build_model(model_cfg, info, item_vectors, profiles, loss=loss)
     model.fit_statistics(split.train_offsets, split.train_items)
-    started_from = warm_start(model, model_cfg.get("init_from", []), Workspace(cfg["workspace"]), dataset_fingerprint(dataset))
+    started_from = warm_start(model, model_cfg.get("init_from", []), Workspace(cfg["workspace"]), info["fingerprint"])
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -195,7 +196,7 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         "loss": (getattr(model, "objective", None) or getattr(model, "loss", loss)).kind if model.trainable else None,
         "sampled_scoring": sampled_scoring(model, eval_cfg),
         "init_from": started_from,
-        "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": dataset_fingerprint(dataset),
+        "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": info["fingerprint"],
                     "synthetic": synthetic},
     }
     summaries, frames = evaluate_model(model, dataset, split, cands, eval_cfg, device)
@@ -225,16 +226,16 @@ def warm_start(model: Recommender, runs: list[str], workspace: Workspace, finger
         if done.get("dataset", {}).get("fingerprint") != fingerprint:
             raise RunError(f"model.init_from: {source} was trained on another dataset (fingerprint "
                            f"{done.get('dataset', {}).get('fingerprint')!r}, this one {fingerprint!r})")
-        weights = source / BEST_WEIGHTS
+        weights = (source / BEST_WEIGHTS).read_bytes()  # read once: loaded and hashed
         try:
-            names = model.warm_start(done["model"], load_file(str(weights)))
+            names = model.warm_start(done["model"], load_weights(weights))
         except ValueError as e:
             raise RunError(f"model.init_from: {source}: {e}") from None
         if not names:
             raise RunError(f"model.init_from: {source} ({done['model']}) holds no tensor {type(model).__name__} can start from")
         log.info("started from %s (%s): %d tensors", source, done["model"], len(names))
         started_from.append({"run": entry, "model": done["model"], "tensors": len(names),
-                             "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()})
+                             "weights_sha256": hashlib.sha256(weights).hexdigest()})
     return started_from
 
 
