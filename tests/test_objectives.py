@@ -1,4 +1,5 @@
 """The next-item objectives (bce, ce, sampled_ce), the authors' chimeric ruler, block and null key."""
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -226,6 +227,35 @@ def test_null_key_equals_attending_to_explicit_padding_keys(monkeypatch, block, 
     torch.testing.assert_close(null_last, explicit[:, -1], atol=1e-5, rtol=1e-5)
     monkeypatch.undo()
     assert not torch.allclose(plain(vectors, real), null_out, atol=1e-3)  # the padding keys matter
+
+
+def test_null_key_dropout_keeps_each_padding_key_on_its_own():
+    # Under dropout the n explicit padding keys are dropped one by one; the null key must give the
+    # same distribution of outputs, not drop all n at once (same mean, far larger variance).
+    torch.manual_seed(0)
+    samples, n_padding, p, dim = 40000, 40, 0.5, 2
+    q = torch.randn(1, 1, 1, dim).expand(samples, -1, -1, -1)  # (S, nh, Lq, hd): one query, many draws
+    real_k, real_v = torch.randn(1, 1, 3, dim), torch.randn(1, 1, 3, dim)
+    pad_k, pad_v = torch.randn(1, 1, 1, dim), torch.randn(1, 1, 1, dim)
+    count = torch.full((samples,), float(n_padding))
+    k = torch.cat([pad_k, real_k], dim=2).expand(samples, -1, -1, -1)
+    v = torch.cat([pad_v, real_v], dim=2).expand(samples, -1, -1, -1)
+    bias = torch.cat([torch.tensor([math.log(n_padding)]), torch.zeros(3)]).view(1, 1, 1, 4)
+    null = sasrec._attend_dropping_padding_keys(q, k, v, bias, count, p)
+
+    explicit_k = torch.cat([pad_k.expand(-1, -1, n_padding, -1), real_k], dim=2)
+    explicit_v = torch.cat([pad_v.expand(-1, -1, n_padding, -1), real_v], dim=2)
+    weights = torch.softmax(q @ explicit_k.transpose(-2, -1) / math.sqrt(dim), dim=-1)
+    explicit = torch.nn.functional.dropout(weights, p) @ explicit_v
+    whole_key = torch.nn.functional.dropout(torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dim) + bias, -1), p) @ v
+
+    torch.testing.assert_close(null.mean(0), explicit.mean(0), atol=0.02, rtol=0.02)
+    torch.testing.assert_close(null.var(0), explicit.var(0), atol=0.0, rtol=0.06)
+    assert (whole_key.var(0) > 2 * explicit.var(0)).all()  # what dropping the null key whole would give
+    # no padding (a history of max_len): the null key takes nothing and draws no NaN
+    no_null = torch.tensor([float("-inf"), 0.0, 0.0, 0.0]).view(1, 1, 1, 4)
+    empty = sasrec._attend_dropping_padding_keys(q[:4], k[:4], v[:4], no_null, torch.zeros(4), p)
+    assert torch.isfinite(empty).all()
 
 
 def test_authors_block_layout():

@@ -17,7 +17,8 @@ sees the items after it (its own target included). Comparison only.
 The authors' encoder differs in two more ways, each a switch: its block layout (`block: authors`,
 see Block) and its padding: every sequence padded to max_len with no key-padding mask, so each
 query also attends to max_len - length identical padding keys. `null_key: true` gives exactly that
-attention as ONE extra key per row (score + log(max_len - length)), at dynamic-padding cost.
+attention as ONE extra key per row (score + log(max_len - length)), at dynamic-padding cost; in
+training, dropout keeps each of the padding keys it stands for on its own (a binomial share).
 """
 from __future__ import annotations
 
@@ -83,13 +84,15 @@ class SelfAttention(nn.Module):
         self.resid_dropout = Dropout(cfg.dropout if resid_dropout else 0.0)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, kv: torch.Tensor | None = None,
-                null_input: torch.Tensor | None = None, null_bias: torch.Tensor | None = None) -> torch.Tensor:
+                null_input: torch.Tensor | None = None, null_count: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, H): the queries' inputs -> (B, L, H), or (B, 1, H) for the last query only (`last_only`).
 
-        kv: the keys' and values' inputs (default x). null_input (H,) and null_bias (B,): one extra
-        key and value made from `null_input`, whose score gets `null_bias` added: a key repeated n
-        times weighs as one key with log(n) added, so this is exactly attention to n identical
-        padding keys (the authors' unmasked padding to max_len) without computing them.
+        kv: the keys' and values' inputs (default x). null_input (H,) and null_count (B,): one extra
+        key and value made from `null_input`, standing for `null_count` identical padding keys: a key
+        repeated n times weighs as one key with log(n) added to its score, so this is exactly
+        attention to n padding keys (the authors' unmasked padding to max_len) without computing them.
+        Dropout on the attention weights drops each of those n keys on its own, as it would the
+        explicit keys (see `_attend_dropping_padding_keys`).
         """
         batch, length, hidden = x.shape
         w_q, w_kv = self.qkv.weight.split([hidden, 2 * hidden])
@@ -108,17 +111,42 @@ class SelfAttention(nn.Module):
             k = torch.cat([k_null.expand(batch, 1, hidden), k], dim=1)  # (B, 1 + L, H)
             v = torch.cat([v_null.expand(batch, 1, hidden), v], dim=1)  # (B, 1 + L, H)
             additive = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, NEG_INF)  # (B, 1, Lq, L)
-            null_col = null_bias.to(q.dtype)[:, None, None, None].expand(-1, 1, mask.shape[2], 1)  # (B, 1, Lq, 1)
+            null_bias = torch.where(null_count > 0, null_count.clamp(min=1).log(), NEG_INF).to(q.dtype)  # (B,)
+            null_col = null_bias[:, None, None, None].expand(-1, 1, mask.shape[2], 1)  # (B, 1, Lq, 1)
             mask = torch.cat([null_col, additive], dim=-1)  # (B, 1, Lq, 1 + L)
         n_keys = k.shape[1]
         q = q.view(batch, q.shape[1], self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, Lq, hd)
         k = k.view(batch, n_keys, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, Lk, hd)
         v = v.view(batch, n_keys, self.heads, hidden // self.heads).transpose(1, 2)  # (B, nh, Lk, hd)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, Lq, hd)
+        if null_input is not None and self.training and self.dropout > 0:
+            y = _attend_dropping_padding_keys(q, k, v, mask, null_count, self.dropout)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )  # (B, nh, Lq, hd)
         y = y.transpose(1, 2).reshape(batch, q.shape[2], hidden)  # (B, Lq, H)
         return self.resid_dropout(self.proj(y))
+
+
+def _attend_dropping_padding_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                                  null_count: torch.Tensor, p: float) -> torch.Tensor:
+    """Attention with dropout p on its weights, where key 0 is the null key standing for
+    `null_count` (B,) identical padding keys -> (B, nh, Lq, hd).
+
+    Dropping the null key whole (as the fused kernel would) is not what dropout does to n explicit
+    padding keys: each is kept on its own, so the kept share of their weight is Binomial(n, 1 - p) / n,
+    not 0 or 1. With dropout 0.5 and ~40 padding keys holding much of a query's attention, the
+    whole-key drop zeroes that share in half the steps; the authors' training never does. All the
+    padding keys carry the same value, so the output depends on the kept count only: drawing it
+    from the binomial gives exactly the distribution of the explicit keys under dropout.
+    """
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + mask, dim=-1)  # (B, nh, Lq, 1 + L)
+    keep_real = torch.rand_like(weights[..., 1:]).ge_(p)  # each real key on its own, as F.dropout
+    count = null_count.to(weights.dtype)[:, None, None, None].expand(-1, *weights.shape[1:3], 1).contiguous()
+    kept = torch.binomial(count, torch.full_like(count, 1.0 - p))  # (B, nh, Lq, 1) padding keys kept
+    null_share = kept / count.clamp(min=1)
+    weights = torch.cat([weights[..., :1] * null_share, weights[..., 1:] * keep_real], dim=-1) / (1.0 - p)
+    return weights @ v
 
 
 class FeedForward(nn.Module):
@@ -157,20 +185,20 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False,
-                null_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, H) -> (B, L, H), or the last step alone (B, 1, H) (`last_only`). `null_bias` (B,):
-        log of the padding keys each row would attend to when padded to max_len (None: none)."""
+                null_count: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, H) -> (B, L, H), or the last step alone (B, 1, H) (`last_only`). `null_count` (B,):
+        the padding keys each row would attend to when padded to max_len (None: none)."""
         h = self.ln_attn(x)
         null_input = None
-        if null_bias is not None:
+        if null_count is not None:
             # What a padding step (zeroed input) gives as the attention's key/value input.
             zero = x.new_zeros(x.shape[-1])
             null_input = self.ln_attn(zero) if self.layout == "prenorm" else zero
         if self.layout == "prenorm":
-            y = self.attn(h, mask, last_only, null_input=null_input, null_bias=null_bias)
+            y = self.attn(h, mask, last_only, null_input=null_input, null_count=null_count)
             x = (x[:, -1:] if last_only else x) + y
             return x + self.ffn(self.ln_ffn(x))
-        y = self.attn(h, mask, last_only, kv=x, null_input=null_input, null_bias=null_bias)
+        y = self.attn(h, mask, last_only, kv=x, null_input=null_input, null_count=null_count)
         x = self.ln_ffn((h[:, -1:] if last_only else h) + y)
         return x + self.ffn(x)
 
@@ -208,13 +236,10 @@ class SASRecEncoder(nn.Module):
         x = item_vectors * (math.sqrt(hidden) if scale is None else scale) + self.pos_emb(positions)
         x = self.emb_dropout(x) * keep
         mask = attention_mask(real, self.cfg.causal)
-        null_bias = None
-        if self.cfg.null_key:
-            n_padding = (self.cfg.max_len - real.sum(1)).to(x.dtype)  # (B,)
-            null_bias = torch.where(n_padding > 0, n_padding.clamp(min=1).log(), NEG_INF)  # (B,)
+        null_count = (self.cfg.max_len - real.sum(1)).to(x.dtype) if self.cfg.null_key else None  # (B,)
         for i, block in enumerate(self.blocks):
             last = last_only and i == len(self.blocks) - 1
-            x = block(x, mask, last, null_bias) * (keep[:, -1:] if last else keep)
+            x = block(x, mask, last, null_count) * (keep[:, -1:] if last else keep)
         if last_only:
             if not len(self.blocks):
                 x = x[:, -1:]
