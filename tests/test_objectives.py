@@ -13,6 +13,7 @@ from llm4cdsr.models import MODEL_NAMES, build_model
 from llm4cdsr.models.base import LossConfig, Recommender, next_item_loss
 from llm4cdsr.models.sasrec import EncoderConfig, SASRecEncoder
 from llm4cdsr.training.batching import TrainBatches
+from llm4cdsr.training.candidates import load_or_draw
 from llm4cdsr.training.evaluate import EvalInputs, rank_targets
 
 torch.set_num_threads(1)
@@ -280,7 +281,6 @@ def _part(block, i):
 
 
 def test_the_chimeric_ruler_saves_a_second_independent_candidate_set(tmp_path):
-    from llm4cdsr.training.candidates import load_or_draw
 
     ds = synth_dataset(0, n_users=80)
     split = ds.split()
