@@ -70,6 +70,9 @@ VARIANTS: dict[str, list[str]] = {
     "c2dsr-sampled_ce-lambda1": ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train", "model.c2dsr_lambda=1.0"],
     # The L2 term its code declares (weight_decay 5e-4, Adam) but never hands to the optimiser.
     "c2dsr-sampled_ce-l2": ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train", "train.weight_decay=0.0005"],
+    # No graph layer: the training transition graph hands each training input its own successors.
+    "c2dsr-sampled_ce-l2-gnn0": ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train",
+                                 "train.weight_decay=0.0005", "model.c2dsr_gnn_layers=0"],
     "tri_cdr": ["model.name=tri_cdr", "model.dropout=0.2"],
     "tri_cdr-bce": ["model.name=tri_cdr", "model.dropout=0.2", "train.loss=bce"],
     # Tri-CDR at 0.2 peaked at epoch 5 on validation, below SASRec: the preset's dropout instead.
@@ -107,6 +110,7 @@ NAMES = {
     "c2dsr-sampled_ce-lr5e-4": "C2DSR, the sampled softmax, lr 5e-4 (its code: 1e-3)",
     "c2dsr-sampled_ce-lambda1": "C2DSR, the sampled softmax, lambda 1 (no infomax; its paper: 0.7)",
     "c2dsr-sampled_ce-l2": "C2DSR, the sampled softmax, the L2 5e-4 its code declares",
+    "c2dsr-sampled_ce-l2-gnn0": "C2DSR, the sampled softmax, L2 5e-4, no graph layer (its code: 1)",
     "tri_cdr": "Tri-CDR (Ma et al. 2024): triple cross-domain attention and contrast",
     "tri_cdr-bce": "Tri-CDR, the paper's BCE with one negative",
     "tri_cdr-dropout0.5": "Tri-CDR, dropout 0.5 (its code: 0.2)",
