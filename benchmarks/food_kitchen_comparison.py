@@ -44,6 +44,9 @@ from llm4cdsr.training.run import resumes_as_is
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# C2DSR at its code's settings (dropout 0.2) under the sampled softmax: the base of its grid.
+C2DSR_SAMPLED = ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train"]
+
 # label -> overrides of the preset ("CONFIG=<preset>" first: another preset). The first is the
 # reference of the t-tests. Every baseline trains under its better softmax objective (measured:
 # see README), the ablations under the preset's; "-bce" rows are the paper's objective.
@@ -62,17 +65,16 @@ VARIANTS: dict[str, list[str]] = {
     # paper's full softmax, Tri-CDR under the preset's objective and, in "-bce", its paper's.
     "c2dsr": ["model.name=c2dsr", "model.dropout=0.2"],
     # Its full softmax over 27,637 kitchen items makes a CPU step ~15x a SASRec step: the sampled one.
-    "c2dsr-sampled_ce": ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train"],
+    "c2dsr-sampled_ce": [*C2DSR_SAMPLED],
     # C2DSR at 0.2 peaked at epoch 3 on validation, below SASRec: the preset's dropout instead.
     "c2dsr-sampled_ce-dropout0.5": ["model.name=c2dsr", "model.dropout=0.5", "model.c2dsr_objective=train"],
     # The validation grid around its code's settings (dropout 0.5 was worse on validation: 0.234 vs 0.243).
-    "c2dsr-sampled_ce-lr5e-4": ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train", "train.lr=0.0005"],
-    "c2dsr-sampled_ce-lambda1": ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train", "model.c2dsr_lambda=1.0"],
+    "c2dsr-sampled_ce-lr5e-4": [*C2DSR_SAMPLED, "train.lr=0.0005"],
+    "c2dsr-sampled_ce-lambda1": [*C2DSR_SAMPLED, "model.c2dsr_lambda=1.0"],
     # The L2 term its code declares (weight_decay 5e-4, Adam) but never hands to the optimiser.
-    "c2dsr-sampled_ce-l2": ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train", "train.weight_decay=0.0005"],
+    "c2dsr-sampled_ce-l2": [*C2DSR_SAMPLED, "train.weight_decay=0.0005"],
     # No graph layer: the training transition graph hands each training input its own successors.
-    "c2dsr-sampled_ce-l2-gnn0": ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective=train",
-                                 "train.weight_decay=0.0005", "model.c2dsr_gnn_layers=0"],
+    "c2dsr-sampled_ce-l2-gnn0": [*C2DSR_SAMPLED, "train.weight_decay=0.0005", "model.c2dsr_gnn_layers=0"],
     "tri_cdr": ["model.name=tri_cdr", "model.dropout=0.2"],
     "tri_cdr-bce": ["model.name=tri_cdr", "model.dropout=0.2", "train.loss=bce"],
     # Tri-CDR at 0.2 peaked at epoch 5 on validation, below SASRec: the preset's dropout instead.

@@ -281,7 +281,6 @@ def _part(block, i):
 
 
 def test_the_chimeric_ruler_saves_a_second_independent_candidate_set(tmp_path):
-
     ds = synth_dataset(0, n_users=80)
     split = ds.split()
     plain = load_or_draw(tmp_path, ds, split, 10, seed=3)
