@@ -5,6 +5,7 @@ import argparse
 import time
 
 from llm4cdsr.cli.common import CliError, add_config_args, config_from_args
+from llm4cdsr.data.build import DUPLICATE_POLICIES
 from llm4cdsr.data.filters import REPEAT_POLICIES
 
 
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument("--time-max", metavar="T", help="drop interactions at or after T")
     opt.add_argument("--min-user", type=int, metavar="N", help="k-core: users need >= N interactions (0 = off)")
     opt.add_argument("--min-item", type=int, metavar="N", help="k-core: items need >= N interactions (0 = off)")
+    opt.add_argument("--duplicates", choices=DUPLICATE_POLICIES, help="exact duplicate rows (same user, item, time): drop (default, with a warning) or keep")
     opt.add_argument("--repeats", choices=REPEAT_POLICIES, help="repeated (user, item) pairs")
     opt.add_argument("--max-history", type=int, metavar="N", help="keep each user's N most recent interactions (0 = all)")
     p.add_argument("--force", action="store_true", help="prepare again even if the dataset is current")
@@ -72,7 +74,7 @@ def apply_flags(cfg: dict, args: argparse.Namespace) -> dict:
         d["items"] = args.items[0] if len(args.items) == 1 else args.items
     for flag, key in (("format", "format"), ("reviews", "reviews"), ("meta", "meta"), ("skip_bad_lines", "skip_bad_lines"),
                       ("domains", "domains"), ("time_min", "time_min"), ("time_max", "time_max"), ("min_user", "min_user"),
-                      ("min_item", "min_item"), ("repeats", "repeats"), ("max_history", "max_history")):
+                      ("min_item", "min_item"), ("duplicates", "duplicates"), ("repeats", "repeats"), ("max_history", "max_history")):
         value = getattr(args, flag)
         if value is not None:
             d[key] = value

@@ -5,11 +5,13 @@ section and the id assignment. Below both `prepare` (files, workspace, staleness
 Order of operations (each on the merged two-domain data):
   1. domain mapping (data.domain_map) and domain order (data.domains, else sorted names)
   2. time window (data.time_min <= t < data.time_max)
-  3. repeated (user, item) pairs (data.repeats)
-  4. iterated k-core (data.min_user, data.min_item)
-  5. most recent data.max_history interactions per user
-  6. users with fewer than 3 interactions dropped (leave-one-out needs train, valid and test)
-  7. items left without interactions dropped; ids assigned
+  3. exact duplicate rows (same user, item and time or position) dropped (data.duplicates: drop);
+     a doubled file otherwise puts every leave-one-out target into its own training history
+  4. repeated (user, item) pairs (data.repeats)
+  5. iterated k-core (data.min_user, data.min_item)
+  6. most recent data.max_history interactions per user
+  7. users with fewer than 3 interactions dropped (leave-one-out needs train, valid and test)
+  8. items left without interactions dropped; ids assigned
 
 Each history is ordered by time; equal times keep the input row order (a stable sort), so the
 result never depends on the sort algorithm. Users are indexed by sorted raw id; each domain's
@@ -18,6 +20,7 @@ a fixed-width NumPy string array is as wide as the longest id for every row.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -30,8 +33,12 @@ from llm4cdsr.data.errors import DataError
 from llm4cdsr.data.raw import RawData, from_tables, listing
 
 # Bump when the pipeline would turn the same inputs into a different dataset.
-PIPELINE_VERSION = 1
+# 2: exact duplicate rows are dropped by default (data.duplicates).
+PIPELINE_VERSION = 2
 MIN_HISTORY = 3
+DUPLICATE_POLICIES = ("drop", "keep")
+
+log = logging.getLogger(__name__)
 
 
 def default_data_config() -> dict[str, Any]:
@@ -79,6 +86,9 @@ def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset
     cfg.update(data_cfg or {})
     if cfg["repeats"] not in filters.REPEAT_POLICIES:
         raise DataError(f"data.repeats must be one of {', '.join(filters.REPEAT_POLICIES)}, got {cfg['repeats']!r}")
+    duplicates = cfg.get("duplicates", "drop")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise DataError(f"data.duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, got {duplicates!r}")
     domains, item_domain = _domain_codes(raw, cfg.get("domain_map") or {}, list(cfg.get("domains") or []))
 
     # One stable sort up front (user by raw id, then time, ties by input row order); every
@@ -108,6 +118,15 @@ def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset
         keep[idx[~mask_of_kept]] = False
         steps.append({"step": name, **_count(users, keep)})
 
+    duplicate_rows = 0
+    if duplicates == "drop":
+        unique = filters.exact_duplicates(users[keep], items[keep], times[keep])
+        duplicate_rows = int((~unique).sum())
+        if duplicate_rows:
+            where = (raw.source.get("files") or ["the input"])[0]
+            log.warning("%s: %d exact duplicate row(s) (same user, item and %s) dropped; data.duplicates=keep keeps them",
+                        where, duplicate_rows, "time" if raw.time_kind == "timestamp" else "position")
+            apply(unique, "exact duplicate rows")
     if cfg["repeats"] != "keep_all":
         apply(filters.repeats(users[keep], items[keep], cfg["repeats"]), f"repeats {cfg['repeats']}")
     if cfg["min_user"] > 0 or cfg["min_item"] > 0:
@@ -159,7 +178,7 @@ def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset
         "time_unit": raw.time_unit if raw.time_kind == "timestamp" else None,
         "synthetic": bool(raw.source.get("synthetic", False)),
         "pipeline_version": PIPELINE_VERSION,
-        "prepare_report": {"steps": steps, "empty_titles": empty_titles,
+        "prepare_report": {"steps": steps, "empty_titles": empty_titles, "duplicate_rows_dropped": duplicate_rows,
                            "items_dropped": int(len(raw.items) - len(ordered)), **raw.notes},
     }
     ds = PreparedDataset(

@@ -210,5 +210,25 @@ def compute_stats(ds: PreparedDataset) -> dict[str, Any]:
             "mean": round(float(lengths.mean()), 4) if lengths.size else 0.0,
             "max": int(lengths.max()) if lengths.size else 0,
         },
+        "targets_in_training_history": targets_in_training_history(ds),
         "synthetic": bool(ds.meta.get("synthetic", False)),
     }
+
+
+def targets_in_training_history(ds: PreparedDataset) -> dict[str, Any]:
+    """How many users' leave-one-out targets already occur earlier in the history the model reads
+    for them: the validation target in the training part, the test target in the training part or
+    the validation item (the test input). A model free to recommend seen items scores there by
+    recall, not by prediction."""
+    if ds.n_users == 0:
+        return {"test": 0, "test_share": 0.0, "valid": 0, "valid_share": 0.0}
+    split = ds.split()
+    width = np.int64(ds.n_items_total + 1)
+    user_key = np.arange(ds.n_users, dtype=np.int64) * width
+    history = np.repeat(user_key, split.train_lengths) + split.train_items.astype(np.int64)  # (user, item) keys
+    valid_keys = user_key + split.valid_target.astype(np.int64)
+    test_keys = user_key + split.test_target.astype(np.int64)
+    valid_seen = int(np.isin(valid_keys, history).sum())
+    test_seen = int((np.isin(test_keys, history) | (test_keys == valid_keys)).sum())
+    return {"test": test_seen, "test_share": round(test_seen / ds.n_users, 6),
+            "valid": valid_seen, "valid_share": round(valid_seen / ds.n_users, 6)}

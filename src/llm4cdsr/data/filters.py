@@ -55,6 +55,12 @@ def repeats(users: np.ndarray, items: np.ndarray, policy: str) -> np.ndarray:
     return ~pairs.duplicated(keep="first" if policy == "keep_first" else "last").to_numpy()
 
 
+def exact_duplicates(users: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Keep the first of rows that repeat the same (user, item, time): one event written twice."""
+    rows = pd.DataFrame({"u": users, "i": items, "t": times})
+    return ~rows.duplicated(keep="first").to_numpy()
+
+
 def kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
     """Iterated k-core: repeat dropping users with < min_user and items with < min_item
     interactions until both hold for everything left (removing one side can break the other)."""

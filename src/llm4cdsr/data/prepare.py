@@ -32,9 +32,10 @@ SYNTH_MARKER = "synth.json"
 
 
 def dataset_stats(ds: PreparedDataset) -> dict[str, Any]:
-    """compute_stats plus what prepare reports beyond it (empty titles)."""
+    """compute_stats plus what prepare reports beyond it (empty titles, duplicate rows dropped)."""
     stats = compute_stats(ds)
     stats["empty_titles"] = int((ds.items["title"].astype(str).str.strip() == "").sum())
+    stats["duplicate_rows_dropped"] = int(ds.meta.get("prepare_report", {}).get("duplicate_rows_dropped", 0))
     return stats
 
 
@@ -50,6 +51,15 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"history length min {h['min']}, mean {h['mean']:.2f}, max {h['max']}",
         f"empty titles   {stats.get('empty_titles', 0):,}",
     ]
+    if stats.get("duplicate_rows_dropped"):
+        lines.append(f"duplicates     {stats['duplicate_rows_dropped']:,} exact duplicate rows dropped (data.duplicates=keep keeps them)")
+    seen = stats.get("targets_in_training_history")
+    if seen is not None:
+        lines.append(f"targets seen   test {seen['test']:,} ({seen['test_share']:.1%}), validation {seen['valid']:,} "
+                     f"({seen['valid_share']:.1%}) of users' targets already occur earlier in their history")
+        if seen["test"] or seen["valid"]:
+            lines.append("NOTE: repeats inflate leave-one-out metrics when the model may recommend seen items; "
+                         "data.repeats=keep_last drops the earlier copies")
     if stats.get("synthetic"):
         lines.append("NOTE: this is SYNTHETIC data (llm4cdsr synth / built-in demo world), not a real benchmark")
     return "\n".join(lines)
