@@ -7,6 +7,7 @@ from its last checkpoint.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -16,15 +17,17 @@ from typing import Any
 import numpy as np
 import yaml
 
-from llm4cdsr.config import ConfigError, section_hash
+from llm4cdsr.config import ConfigError, default_config
 from llm4cdsr.data.dataset import PreparedDataset
-from llm4cdsr.data.prepare import run_prepare
-from llm4cdsr.io import load_npy, read_json
+from llm4cdsr.data.errors import DataError
+from llm4cdsr.data.prepare import resolve_inputs, run_prepare, workspace_data_config
+from llm4cdsr.io import load_npy, read_json, stable_hash
 from llm4cdsr.llm.stages import profile_dir, run_embed, run_profile
 from llm4cdsr.locks import folder_lock
 from llm4cdsr.models import model_needs
 from llm4cdsr.report import build_report
-from llm4cdsr.training.run import train_run
+from llm4cdsr.training.candidates import dataset_fingerprint
+from llm4cdsr.training.run import check_llm_inputs, train_run
 from llm4cdsr.training.trainer import CHECKPOINT
 from llm4cdsr.validation import STAGES, validate_config
 from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embeddings
@@ -33,12 +36,32 @@ log = logging.getLogger("llm4cdsr.run")
 
 # The sections that decide what a training run is (and so its default folder name).
 RUN_SECTIONS = ("seed", "data", "embed", "profile", "model", "train", "eval")
+# Keys of those sections that change how a run is shown or how fast it goes, never what it
+# learns: a user who turns the progress bar off must not train again under a new folder name.
+DISPLAY_KEYS = (("train", "progress"), ("train", "num_threads"), ("train", "tensorboard"))
+# Keys added after runs were named, at the value every earlier run had in effect: a run
+# config without them, or with them at that value, keeps its name and stays current.
+LATER_KEYS = ((("data", "duplicates"), "drop"),)
+
+
+def run_identity(cfg: dict) -> dict:
+    """The sections that decide what a run is, display keys set to their defaults (not dropped,
+    so runs trained with the default display settings keep the folder names they had)."""
+    ident = {s: copy.deepcopy(cfg.get(s)) for s in RUN_SECTIONS}
+    defaults = default_config()
+    for section, key in DISPLAY_KEYS:
+        if isinstance(ident.get(section), dict):
+            ident[section][key] = defaults[section][key]
+    for (section, key), value in LATER_KEYS:
+        if isinstance(ident.get(section), dict) and ident[section].get(key, value) == value:
+            ident[section].pop(key, None)
+    return ident
 
 
 def run_name(cfg: dict) -> str:
     if cfg["run"]["name"]:
         return cfg["run"]["name"]
-    return f"{cfg['model']['name']}-seed{cfg['seed']}-{section_hash(cfg, *RUN_SECTIONS)[:8]}"
+    return f"{cfg['model']['name']}-seed{cfg['seed']}-{stable_hash(run_identity(cfg))[:8]}"
 
 
 def run_dir_for(cfg: dict) -> Path:
@@ -53,6 +76,7 @@ def _check_stages(cfg: dict) -> tuple[list[str], set[str]]:
 def load_llm_inputs(cfg: dict, dataset) -> tuple[Any, np.ndarray | None]:
     """The LLM artifacts the configured model reads (None where it reads none)."""
     needs = model_needs(cfg["model"])
+    check_llm_inputs(cfg, needs)  # `train` alone, or `run` without its embed stage: never stale inputs
     ws = Workspace(cfg["workspace"])
     vectors = load_item_vectors(ws, dataset.domains) if "item_vectors" in needs else None
     profiles = load_profile_embeddings_for(cfg) if "profiles" in needs else None
@@ -70,6 +94,9 @@ def load_profile_embeddings_for(cfg: dict) -> np.ndarray:
 def run_pipeline(cfg: dict) -> Path:
     """Run the configured stages; return the run folder."""
     stages, force = _check_stages(cfg)
+    cfg, adopted = workspace_data_config(cfg)
+    if adopted:
+        log.info(adopted)
     needs = model_needs(cfg["model"])
     run_dir = run_dir_for(cfg)
     timings: dict[str, float] = {}
@@ -82,7 +109,7 @@ def run_pipeline(cfg: dict) -> Path:
         return out
 
     if "prepare" in stages:
-        dataset = timed("prepare", lambda: run_prepare(cfg, force="prepare" in force))
+        dataset = timed("prepare", lambda: prepare_stage(cfg, force="prepare" in force, adopted=bool(adopted)))
     if "embed" in stages and "item_vectors" in needs | ({"item_vectors"} if "profiles" in needs else set()):
         timed("embed", lambda: run_embed(cfg, force="embed" in force))
     if "profile" in stages and "profiles" in needs:
@@ -98,6 +125,18 @@ def run_pipeline(cfg: dict) -> Path:
     return run_dir
 
 
+def prepare_stage(cfg: dict, force: bool = False, adopted: bool = False) -> PreparedDataset:
+    """run_prepare; a workspace's own dataset whose input files are gone is used as it is (there is
+    nothing to prepare it from again), saying so."""
+    if adopted and not force:
+        try:
+            resolve_inputs(cfg["data"])
+        except DataError as e:
+            log.warning("data: %s; using the workspace's dataset as it is", e)
+            return PreparedDataset.load(Workspace(cfg["workspace"]).dataset_dir)
+    return run_prepare(cfg, force=force)
+
+
 def train_stage(cfg: dict, run_dir: Path, dataset=None, force: bool = False) -> dict:
     """Train and evaluate unless the run folder already holds results for this very config."""
     # The check, the removal (--force) and the training are one write: no other process between them.
@@ -106,6 +145,13 @@ def train_stage(cfg: dict, run_dir: Path, dataset=None, force: bool = False) -> 
         if results_path.is_file() and not force:
             saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
             if _same_run(saved, cfg):
+                if dataset is None:
+                    dataset = PreparedDataset.load(Workspace(cfg["workspace"]).dataset_dir)
+                info_path = run_dir / "dataset_info.json"
+                trained_on = read_json(info_path).get("fingerprint") if info_path.is_file() else None
+                if trained_on and trained_on != dataset_fingerprint(dataset):
+                    raise ConfigError(f"{run_dir} was trained on another dataset than the one in {cfg['workspace']}/dataset "
+                                      "now; --force train trains it again (or set another run.name)")
                 log.info("train: %s is current, skipped", run_dir)
                 return read_json(results_path)
             raise ConfigError(f"{run_dir} holds a run with another config; set run.name to a new name")
@@ -122,13 +168,7 @@ def train_stage(cfg: dict, run_dir: Path, dataset=None, force: bool = False) -> 
 
 def _same_run(saved: dict, cfg: dict) -> bool:
     """Equal in everything that shapes the run (not in how it is shown or which stages run)."""
-    keep = RUN_SECTIONS + ("workspace",)
-    strip = lambda c: {k: v for k, v in c.items() if k in keep and k != "workspace"}
-    a, b = strip(saved), strip(cfg)
-    for c in (a, b):  # display-only training keys
-        if "train" in c:
-            c["train"] = {k: v for k, v in c["train"].items() if k not in ("progress", "num_threads", "tensorboard")}
-    return a == b
+    return run_identity(saved) == run_identity(cfg)
 
 
 def baseline_configs(cfg: dict) -> list[dict]:

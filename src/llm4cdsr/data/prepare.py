@@ -23,7 +23,7 @@ from llm4cdsr.io import stable_hash
 from llm4cdsr.locks import folder_lock
 from llm4cdsr.workspace import Workspace
 
-__all__ = ["PIPELINE_VERSION", "build_dataset", "dataset_stats", "default_data_config", "format_stats", "is_current",
+__all__ = ["INPUT_KEYS", "PIPELINE_VERSION", "build_dataset", "workspace_data_config", "dataset_stats", "default_data_config", "format_stats", "is_current",
            "load_raw", "prepare_tables", "resolve_inputs", "run_prepare"]
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,38 @@ def load_raw(data_cfg: dict, inputs: dict | None = None, progress: bool = True) 
         raw = read_amazon(inputs["reviews"], inputs["meta"], version, bool(data_cfg["skip_bad_lines"]), progress)
     raw.source["synthetic"] = bool(inputs["synthetic"])
     return raw
+
+
+# The keys of the `data` section that name where the data comes from.
+INPUT_KEYS = ("format", "interactions", "items", "reviews", "meta")
+
+
+def workspace_data_config(cfg: dict) -> tuple[dict, str | None]:
+    """(cfg, note): a config whose `data` section names no input, run on a workspace whose dataset
+    was prepared from named files, takes that dataset's own inputs (and, where the section is the
+    defaults throughout, its own options) instead of turning into the synthetic demo world, which
+    would replace the user's dataset without a word. `note` says what was adopted (None: nothing)."""
+    data = cfg["data"]
+    if data.get("format", "auto") != "auto" or any(_paths(data.get(k)) for k in INPUT_KEYS[1:]):
+        return cfg, None  # inputs named: the user asked for them
+    ws = Workspace(cfg["workspace"])
+    meta_path = ws.dataset_dir / "meta.json"
+    try:
+        meta = ws.meta(ws.dataset_dir)
+    except ValueError:
+        return cfg, None  # unreadable: prepare makes it again as before
+    recorded = (meta or {}).get("data_config")
+    if not recorded or (meta.get("source") or {}).get("format") == "synthetic":
+        return cfg, None
+    defaults = default_data_config()
+    own = {k: v for k, v in data.items() if k not in INPUT_KEYS}
+    same_options = own == {k: v for k, v in defaults.items() if k not in INPUT_KEYS}
+    adopted = dict(recorded) if same_options else {**own, **{k: recorded.get(k, defaults[k]) for k in INPUT_KEYS}}
+    files = ", ".join(str(f) for f in meta["source"].get("files", [])) or meta["source"].get("format", "?")
+    note = (f"data: no input named; using this workspace's dataset ({meta_path}), prepared from {files}"
+            + ("" if same_options else ", with the data options of this config")
+            + " (name other inputs, or data.format=synthetic, to replace it)")
+    return dict(cfg, data=adopted), note
 
 
 # ----- staleness --------------------------------------------------------------------------------
