@@ -83,11 +83,16 @@ def compare_table(runs: list[Path], reference: Path, metric: str, mode: str, mar
 
     from llm4cdsr.training.metrics import parse_metric, per_user
 
-    parse_metric(metric)
     flat = {}
     # A key a run's config lacks was added to the package after the run: the run had its default then.
     defaults = _flatten(default_config())
     results = {r: read_json(r / "results.json") for r in runs}
+    # Only metrics every run computed: another cutoff (ndcg@7) printed nan columns and still a
+    # difference and a p-value from per-user values the runs never reported.
+    known = sorted(set.intersection(*(set(results[r].get("test", {}).get(mode, {}).get("overall", {})) for r in runs)))
+    if metric not in known:
+        raise CliError(f"--metric {metric!r} is not among the metrics these runs computed ({mode}): {', '.join(known) or 'none'}")
+    parse_metric(metric)
     for r in runs:
         cfg = yaml.safe_load((r / "config.yaml").read_text(encoding="utf-8"))
         own = _flatten(cfg)
