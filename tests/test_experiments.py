@@ -53,12 +53,3 @@ def test_subsample_keeps_whole_histories(synth_ds):
     for u in range(40):
         assert np.array_equal(sub.sequence(u), synth_ds.sequence(lookup[sub.user_ids[u]]))
     sub.validate()
-
-
-def test_overlap_refuses_profiles(synth_ds, tmp_path):
-    from llm4cdsr.config import load_config
-    from llm4cdsr.experiments import run_overlap
-
-    cfg = load_config([], [f"workspace={tmp_path}", "model.beta=1"])
-    with pytest.raises(ValueError, match="leak the removed domain"):
-        run_overlap(cfg, [0.5], ["llm4cdsr"], tmp_path / "out", synth_ds)

@@ -77,7 +77,7 @@ def test_loss_parts_and_skipped_item_regularisation():
     model = build_model(_cfg(), INFO, _vectors(), PROFILES)
     with torch.no_grad():
         out = model(_batch())
-    assert set(out) == {"loss", "rec", "reg", "user"}
+    assert set(out) == {"loss", "rec", "reg", "user", "terms"} and set(out["terms"]) == {"rec", "reg", "user"}
     assert float(out["loss"]) == pytest.approx(float(out["rec"] + 0.1 * out["reg"] + 1.0 * out["user"]), rel=1e-5)
     batch = _batch()
     batch["reg_items"][:, 1] = 0  # nobody has both domains: the authors' code gives NaN here

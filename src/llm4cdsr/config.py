@@ -145,3 +145,12 @@ def section_hash(cfg: dict, *sections: str) -> str:
 
 def dump_config(cfg: dict) -> str:
     return yaml.safe_dump(copy.deepcopy(cfg), sort_keys=False, allow_unicode=True)
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str], source: str = "command line") -> dict[str, Any]:
+    """A copy of a resolved config with dotted overrides (`model.alpha=0`) laid on top, checked like
+    the command line's; `source` names where they came from in an error."""
+    out = copy.deepcopy(cfg)
+    for text in overrides:
+        _merge(out, parse_override(text), source)
+    return out

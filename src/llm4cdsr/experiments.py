@@ -14,17 +14,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llm4cdsr.config import apply_overrides
 from llm4cdsr.data.dataset import PreparedDataset, Split
 from llm4cdsr.io import write_json
 
 log = logging.getLogger("llm4cdsr.experiment")
 
 
+def subsample_indices(n_users: int, n: int, seed: int) -> np.ndarray:
+    """The sorted user indices `subsample_users` keeps (all of them when n <= 0 or n >= n_users)."""
+    if n <= 0 or n >= n_users:
+        return np.arange(n_users)
+    return np.sort(np.random.default_rng(seed).choice(n_users, size=n, replace=False))
+
+
 def subsample_users(dataset: PreparedDataset, n_users: int, seed: int) -> PreparedDataset:
     """A seeded subset of users (all items kept, so ids and LLM artifacts stay valid)."""
     if n_users <= 0 or n_users >= dataset.n_users:
         return dataset
-    keep = np.sort(np.random.default_rng(seed).choice(dataset.n_users, size=n_users, replace=False))
+    keep = subsample_indices(dataset.n_users, n_users, seed)
     lengths = dataset.lengths[keep]
     offsets = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -65,61 +73,112 @@ def reduce_overlap(dataset: PreparedDataset, split: Split, ratio: float, seed: i
     offsets = np.zeros(dataset.n_users + 1, dtype=np.int64)
     np.cumsum(new_lengths, out=offsets[1:])
     info = {"ratio": ratio, "overlap_users": len(both), "kept_both": int(n_keep),
-            "training_items_dropped": int((~keep_row).sum())}
+            "training_items_dropped": int((~keep_row).sum()), "reduced_users": reduced}
     return Split(offsets, split.train_items[keep_row], split.valid_target, split.test_target), info
 
 
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+    """`LABEL[:KEY=VALUE:...]` -> (label, overrides). A bare model name is that model; a label with
+    overrides and no model.name is the config's model with those overrides (e.g.
+    `cosine:model.align=cosine`)."""
+    label, *overrides = [part.strip() for part in spec.split(":")]
+    if not label or any("=" not in o for o in overrides):
+        raise ValueError(f"--models entry {spec!r}: expected LABEL or LABEL:section.key=value[:...]")
+    return label, overrides
+
+
+def variant_config(cfg: dict, label: str, overrides: list[str], seed: int) -> dict:
+    from llm4cdsr.models import MODEL_NAMES
+
+    base = [f"model.name={label}"] if label in MODEL_NAMES and not any(o.startswith("model.name=") for o in overrides) else []
+    return apply_overrides(cfg, [*base, *overrides, f"seed={seed}"], f"--models {label}")
+
+
 def run_overlap(cfg: dict, ratios: list[float], models: list[str], out_dir: Path, dataset: PreparedDataset,
-                item_vectors=None, users: int = 0) -> pd.DataFrame:
-    """Train every model at every ratio; write results.csv, results.md and overlap.png into out_dir."""
+                item_vectors=None, users: int = 0, profiles: np.ndarray | None = None,
+                seeds: list[int] | None = None) -> pd.DataFrame:
+    """Train every model (a name, or `LABEL:KEY=VALUE:...`) at every ratio with every seed; merge
+    the results into out_dir/results.csv (rows of earlier calls for other ratios, models or seeds
+    stay) and write results.md (mean +- std over seeds) and overlap.png.
+
+    The user sample and the choice of who keeps both domains are drawn with cfg["seed"], whatever
+    the training seeds, so every model and seed at a ratio sees the same data. Profiles (models
+    with beta > 0) guide only users whose training history was not cut: a cut user's profile was
+    made from both domains and would leak the removed one, so that user trains without guidance.
+    """
     from llm4cdsr.models import model_needs
     from llm4cdsr.training.run import train_run
 
-    if any("profiles" in model_needs(dict(cfg["model"], name=name)) for name in models):
-        # Profiles are made from the full training histories: a user reduced to one domain would
-        # still carry the other domain in their profile, which is what the experiment removes.
-        raise ValueError("the overlap experiment trains without user profiles (they would leak the removed domain): set model.beta=0")
+    seeds = seeds or [cfg["seed"]]
+    variants = [parse_variant(spec) for spec in models]
+    configs = {label: variant_config(cfg, label, overrides, seeds[0]) for label, overrides in variants}
+    if any("profiles" in model_needs(c["model"]) for c in configs.values()) and profiles is None:
+        raise ValueError("a model with beta > 0 needs the workspace's profile embeddings (run `llm4cdsr profile`), or set model.beta=0")
+    keep = subsample_indices(dataset.n_users, users, cfg["seed"])
     dataset = subsample_users(dataset, users, cfg["seed"])
     split = dataset.split()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for ratio in ratios:
         reduced, info = reduce_overlap(dataset, split, ratio, cfg["seed"])
+        cut = info.pop("reduced_users")
+        guided = None
+        if profiles is not None:
+            guided = np.asarray(profiles, dtype=np.float32)[keep].copy()
+            guided[cut] = np.nan  # no guidance for the users cut back to one domain
         log.info("overlap %.2f: %d of %d overlapping users keep both domains (%d training items dropped)",
                  ratio, info["kept_both"], info["overlap_users"], info["training_items_dropped"])
-        for name in models:
-            run_cfg = copy.deepcopy(cfg)
-            run_cfg["model"]["name"] = name
-            needs = model_needs(run_cfg["model"])
-            run_dir = out_dir / "runs" / f"{name}-overlap{ratio:g}"
-            resume = (run_dir / "checkpoint.pt").is_file() or (run_dir / "results.json").is_file()
-            results = train_run(run_cfg, run_dir, dataset, split=reduced,
-                                item_vectors=item_vectors if "item_vectors" in needs else None, resume=resume)
-            for mode in ("sampled", "full"):
-                block = results["test"][mode]
-                row = {"ratio": ratio, "model": name, "mode": mode, "best_epoch": results["best_epoch"], **info}
-                for part in ("overall", *dataset.domains):
-                    for metric in ("hit@10", "ndcg@10"):
-                        row[f"{part} {metric}"] = block[part][metric]
-                rows.append(row)
+        for seed in seeds:
+            for label, overrides in variants:
+                run_cfg = variant_config(cfg, label, overrides, seed)
+                needs = model_needs(run_cfg["model"])
+                run_dir = out_dir / "runs" / f"{label}-overlap{ratio:g}-seed{seed}"
+                resume = (run_dir / "checkpoint.pt").is_file() or (run_dir / "results.json").is_file()
+                results = train_run(run_cfg, run_dir, dataset, split=reduced,
+                                    item_vectors=item_vectors if "item_vectors" in needs else None,
+                                    profiles=guided if "profiles" in needs else None, resume=resume)
+                for mode in ("sampled", "full"):
+                    block = results["test"][mode]
+                    row = {"ratio": ratio, "model": label, "seed": seed, "mode": mode, "best_epoch": results["best_epoch"], **info}
+                    for part in ("overall", *dataset.domains):
+                        for metric in ("hit@10", "ndcg@10"):
+                            row[f"{part} {metric}"] = block[part][metric]
+                    for group, values in block.get("groups", {}).get("domains_in_history", {}).items():
+                        row[f"{group} ndcg@10"] = values.get("ndcg@10")
+                    rows.append(row)
     table = pd.DataFrame(rows)
-    table.to_csv(out_dir / "results.csv", index=False)
-    write_json(out_dir / "experiment.json", {"ratios": ratios, "models": models, "users": dataset.n_users,
-                                             "domains": list(dataset.domains)})
+    csv = out_dir / "results.csv"
+    if csv.is_file():  # earlier calls' runs of other ratios, models or seeds
+        before = pd.read_csv(csv)
+        if "seed" in before:
+            done = set(zip(table["ratio"], table["model"], table["seed"]))
+            before = before[[k not in done for k in zip(before["ratio"], before["model"], before["seed"])]]
+            table = pd.concat([before, table], ignore_index=True)
+    table = table.sort_values(["ratio", "model", "seed", "mode"], kind="stable").reset_index(drop=True)
+    table.to_csv(csv, index=False)
+    write_json(out_dir / "experiment.json", {"ratios": sorted(set(table["ratio"])), "models": sorted(set(table["model"])),
+                                             "users": dataset.n_users, "domains": list(dataset.domains),
+                                             "draw_seed": cfg["seed"]})
     (out_dir / "results.md").write_text(markdown_table(table, dataset.domains), encoding="utf-8")
     plot_overlap(table, dataset.domains, out_dir / "overlap.png")
     return table
 
 
+def _mean_std(values: pd.Series) -> str:
+    return f"{values.mean():.4f}" if len(values) < 2 else f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
 def markdown_table(table: pd.DataFrame, domains) -> str:
+    """Mean (± std over seeds, where several) per ratio and model, sampled protocol, with full
+    ranking's overall ndcg@10 and the two user groups (one domain / both in the history)."""
     cols = ["overall ndcg@10", "overall hit@10"] + [f"{d} ndcg@10" for d in domains]
-    lines = ["| overlap kept | model | " + " | ".join(f"sampled {c}" for c in cols) + " | full overall ndcg@10 |",
-             "|---|---|" + "---|" * (len(cols) + 1)]
-    sampled = table[table["mode"] == "sampled"].set_index(["ratio", "model"])
-    full = table[table["mode"] == "full"].set_index(["ratio", "model"])
-    for key, row in sampled.iterrows():
-        cells = " | ".join(f"{row[c]:.4f}" for c in cols)
-        lines.append(f"| {key[0]:g} | {key[1]} | {cells} | {full.loc[key, 'overall ndcg@10']:.4f} |")
+    groups = [c for c in table.columns if c.endswith(" ndcg@10") and c.split(" ")[0] not in ("overall", *domains)]
+    lines = ["| overlap kept | model | seeds | " + " | ".join(f"sampled {c}" for c in cols + groups) + " | full overall ndcg@10 |",
+             "|---|---|---|" + "---|" * (len(cols) + len(groups) + 1)]
+    for (ratio, model), group in table.groupby(["ratio", "model"], sort=True):
+        sampled, full = group[group["mode"] == "sampled"], group[group["mode"] == "full"]
+        cells = " | ".join(_mean_std(sampled[c]) for c in cols + groups)
+        lines.append(f"| {ratio:g} | {model} | {len(sampled)} | {cells} | {_mean_std(full['overall ndcg@10'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -134,8 +193,8 @@ def plot_overlap(table: pd.DataFrame, domains, out: Path) -> Path:
     sampled = table[table["mode"] == "sampled"]
     for ax, part in zip(axes[0], parts):
         for name, group in sampled.groupby("model"):
-            group = group.sort_values("ratio")
-            ax.plot(group["ratio"], group[f"{part} ndcg@10"], "o-", label=name)
+            stats = group.groupby("ratio")[f"{part} ndcg@10"].agg(["mean", "std"]).fillna(0.0)  # over seeds
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt="o-", capsize=3, label=name)
         ax.set_title(f"{part}")
         ax.set_xlabel("share of overlapping users kept")
         ax.grid(alpha=0.3)

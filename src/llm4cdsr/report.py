@@ -27,11 +27,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
-from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE  # noqa: E402
 from llm4cdsr.io import read_json, write_json  # noqa: E402
 from llm4cdsr.recommender import TrainedRecommender  # noqa: E402
+from llm4cdsr.training.diagnostics import chance_share, cross_domain_neighbours  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
@@ -194,28 +194,6 @@ def plot_groups(groups: dict[str, dict[str, dict[str, float]]], metric: str, out
     fig.savefig(out, dpi=DPI)
     plt.close(fig)
     return out
-
-
-def cross_domain_neighbours(vectors: np.ndarray, domain: np.ndarray, k: int = 10) -> float:
-    """Mean share of each item's k nearest neighbours (cosine) that come from the other domain.
-
-    0 means the domains live apart; bridged domains put related items of both side by side.
-    """
-    k = min(k, len(vectors) - 1)
-    index = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(vectors)
-    _, nbrs = index.kneighbors(vectors)
-    other = domain[nbrs[:, 1:]] != domain[:, None]  # (n, k), the item itself dropped
-    return float(other.mean())
-
-
-def chance_share(domain: np.ndarray) -> float:
-    """The cross-domain neighbour share if each item's neighbours were drawn at random."""
-    n = len(domain)
-    if n < 2:
-        return 0.0
-    n_b = int((domain == 1).sum())
-    n_a = n - n_b
-    return 2 * n_a * n_b / (n * (n - 1))
 
 
 def describe_mixing(before: float, after: float, chance: float) -> str:

@@ -173,6 +173,8 @@ def validate_config(cfg: dict, command: str | None = None) -> dict:
     c.at_least("model.beta", 0, float)
     c.above("model.tau", 0)
     c.above("model.tau_reg", 0)
+    c.above("model.align_tau", 0)
+    c.one_of("model.align", ("paper", "cosine"))
     c.one_of("model.block", ("prenorm", "authors"))
     c.boolean("model.null_key")
     c.one_of("model.positions", ("first", "last"))

@@ -114,6 +114,7 @@ def _build(model_cfg, dataset_info, item_vectors, profile_vectors, loading: bool
             encoder=encoder, global_item=model_cfg["global_item"], local_init=model_cfg["local_init"],
             freeze_local=model_cfg["freeze_local"], alpha=model_cfg["alpha"], beta=model_cfg["beta"],
             tau=model_cfg["tau"], tau_reg=model_cfg["tau_reg"],
+            align=model_cfg.get("align", "paper"), align_tau=float(model_cfg.get("align_tau", 0.1)),
             first_local_target=model_cfg.get("first_local_target", "keep"),
             empty_local_state=model_cfg.get("empty_local_state", "zero"),
             local_anchor=float(model_cfg.get("local_anchor", 0.0)),

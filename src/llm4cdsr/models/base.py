@@ -345,6 +345,30 @@ def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, tau: float) -> torch
     return ((rows + cols) / 2).mean()
 
 
+def cosine_alignment_loss(x: torch.Tensor, y: torch.Tensor, tau: float,
+                          prior_x: torch.Tensor | None = None, prior_y: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE on cosine similarity between matched rows of x and y (N, H).
+
+    logits = cos(x_i, y_j) / tau. The targets are soft where priors are given (frozen vectors of
+    the same items, e.g. their LLM embeddings): row i spreads its mass over the pairs j whose two
+    items are alike in the prior, softmax(((cos(px_i, px_j) + cos(py_i, py_j)) / 2) / tau), so a
+    pair repeated in the batch, or a near-copy, is not pushed away; without priors, the identity.
+    Cosine and a small tau give the loss a gradient whatever the vectors' norms: the paper's form
+    (`soft_contrastive_loss`, dot products at tau = 1) sits at its floor on small adapted vectors.
+    """
+    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    logits = x @ y.T / tau  # (N, N)
+    if prior_x is None:
+        targets = torch.eye(len(x), dtype=x.dtype, device=x.device)  # (N, N)
+    else:
+        with torch.no_grad():
+            px, py = F.normalize(prior_x.float(), dim=-1), F.normalize(prior_y.float(), dim=-1)
+            targets = torch.softmax((px @ px.T + py @ py.T) / 2 / tau, dim=-1)  # (N, N), symmetric
+    rows = -(targets * F.log_softmax(logits, dim=-1)).sum(-1)  # (N,)
+    cols = -(targets.T * F.log_softmax(logits.T, dim=-1)).sum(-1)  # (N,)
+    return ((rows + cols) / 2).mean()
+
+
 def xavier_init_(module: nn.Module, skip: Sequence[nn.Parameter] = ()) -> None:
     """Xavier-normal init of every matrix parameter, as SASRec and the authors' code do.
 

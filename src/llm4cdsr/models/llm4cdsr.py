@@ -34,6 +34,7 @@ from torch import nn
 from llm4cdsr.models.base import (
     LossConfig,
     Recommender,
+    cosine_alignment_loss,
     domain_global_ids,
     domain_of,
     domain_subsequence,
@@ -54,6 +55,8 @@ class LLM4CDSRConfig:
     local_init: str = "pca"  # "pca": local LLM PCA vectors; "random" (ablation)
     freeze_local: bool = True  # the authors' code freezes PCA-initialised local tables
     alpha: float = 0.1  # weight of the item regularisation
+    align: str = "paper"  # paper: soft contrastive on dot products (tau_reg) | cosine: InfoNCE on cosine over cross-domain neighbours
+    align_tau: float = 0.1  # temperature of align=cosine
     beta: float = 1.0  # weight of the user-profile guidance
     tau: float = 1.0  # temperature of the user-profile guidance
     tau_reg: float = 1.0  # temperature of the item regularisation
@@ -132,6 +135,7 @@ class GlobalItems(nn.Module):
 
 
 FIRST_LOCAL_TARGETS = ("keep", "drop")
+ALIGNMENTS = ("paper", "cosine")
 EMPTY_LOCAL_STATES = ("zero", "ln_bias")
 
 
@@ -215,6 +219,8 @@ class LLM4CDSR(Recommender):
             raise ValueError(f"model.first_local_target must be one of {FIRST_LOCAL_TARGETS}, got {cfg.first_local_target!r}")
         if cfg.empty_local_state not in EMPTY_LOCAL_STATES:
             raise ValueError(f"model.empty_local_state must be one of {EMPTY_LOCAL_STATES}, got {cfg.empty_local_state!r}")
+        if cfg.align not in ALIGNMENTS:
+            raise ValueError(f"model.align must be one of {ALIGNMENTS}, got {cfg.align!r}")
         self.local = nn.ModuleList()
         if cfg.local_branches:
             if cfg.local_init not in ("pca", "random"):
@@ -245,8 +251,12 @@ class LLM4CDSR(Recommender):
             profile_dim = profiles.shape[1] if profiles is not None else dims.get("profile_dim")
             if profile_dim is None:
                 raise ValueError("beta > 0 needs user profile vectors (or set beta = 0)")
-            # Profiles are read in training only, so they are not saved with the weights.
-            self.register_buffer("profiles", profiles.float().clone() if profiles is not None else torch.zeros(0, profile_dim), persistent=False)
+            # Profiles are read in training only, so they are not saved with the weights. A row of
+            # NaN is a user without a profile (e.g. the overlap experiment's users cut back to one
+            # domain, whose profile read both): that user gets no guidance.
+            profiles = profiles.float().clone() if profiles is not None else torch.zeros(0, profile_dim)
+            self.register_buffer("has_profile", torch.isfinite(profiles).all(1), persistent=False)
+            self.register_buffer("profiles", torch.nan_to_num(profiles), persistent=False)
             self.profile_adapter = Adapter(profile_dim, hidden)
 
         pretrained = [b.items.weight for b in self.local if b.pretrained]
@@ -259,23 +269,28 @@ class LLM4CDSR(Recommender):
                              self.n_items[0], self.item_vectors, self.item_table, self.score_split)
         if not len(pos):  # first_local_target=drop left no step in this batch: 0, still a graph
             rec = rec + queries.sum()
-        loss = rec
+        # Each weighted term of the loss, with its graph: the trainer may measure their gradients.
+        terms = {"rec": rec}
         out = {"rec": rec.detach()}
         if self.cfg.alpha > 0:
-            reg = self.item_regularisation(batch["reg_items"])
-            if reg is not None:  # no user of the batch has both domains: skip (the authors get NaN)
-                loss = loss + self.cfg.alpha * reg
+            reg = self.item_alignment(batch)
+            if reg is not None:  # no cross-domain pair in the batch: skip (the authors get NaN)
+                terms["reg"] = self.cfg.alpha * reg
                 out["reg"] = reg.detach()
         if self.anchored:
             anchor = self.local_anchor_loss()
-            loss = loss + self.cfg.local_anchor * anchor
+            terms["anchor"] = self.cfg.local_anchor * anchor
             out["anchor"] = anchor.detach()
-        if self.uses_profiles:
-            profile = self.profile_adapter(self.profiles[batch["user_idx"]])  # (B, H)
-            guide = soft_contrastive_loss(profile, h_global[:, -1], self.cfg.tau)
-            loss = loss + self.cfg.beta * guide
+        guided = self.has_profile[batch["user_idx"]] if self.uses_profiles else None  # (B,)
+        if guided is not None and int(guided.sum()) >= 2:  # one user alone has nothing to contrast with
+            users, last = batch["user_idx"], h_global[:, -1]  # (B,), (B, H)
+            if not bool(guided.all()):
+                users, last = users[guided], last[guided]  # (B',), (B', H)
+            guide = soft_contrastive_loss(self.profile_adapter(self.profiles[users]), last, self.cfg.tau)
+            terms["user"] = self.cfg.beta * guide
             out["user"] = guide.detach()
-        out["loss"] = loss
+        out["loss"] = sum(terms.values())
+        out["terms"] = terms
         return out
 
     def step_queries(self, mixed_seq: torch.Tensor, targets: torch.Tensor):
@@ -332,6 +347,26 @@ class LLM4CDSR(Recommender):
             drift = (self.local[d].items.weight[1:] - getattr(self, f"local_start_{d}")[1:]).pow(2).sum(1).mean()
             total = drift if total is None else total + drift
         return total
+
+    def item_alignment(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The cross-domain item term (weight alpha), or None when the batch gives it no pair.
+
+        paper: the soft contrastive loss between one A item and one B item of each user with both
+        domains, on dot products of the adapted vectors (the paper's form; inert where those are
+        small, see METHOD.md). cosine: InfoNCE on cosine / align_tau over the batch's cross-domain
+        neighbours (an A and a B item taken one right after the other), soft targets from the
+        frozen LLM vectors' similarity, so that the two domains' related items meet in the
+        adapted space.
+        """
+        if self.cfg.align == "paper":
+            return self.item_regularisation(batch["reg_items"])
+        pairs = batch["align_pairs"]  # (P, 2) global ids
+        if len(pairs) < 2:  # one pair has no negative: nothing to contrast
+            return None
+        x, y = self.global_items.lookup(pairs[:, 0], pairs[:, 1])  # (P, H) each
+        priors = (self.global_items.llm_vectors[pairs[:, 0]], self.global_items.llm_vectors[pairs[:, 1]]) \
+            if self.global_items.kind == "llm" else (None, None)
+        return cosine_alignment_loss(x, y, self.cfg.align_tau, *priors)
 
     def item_regularisation(self, reg_items: torch.Tensor) -> torch.Tensor | None:
         """Soft contrastive loss between one A item and one B item of each user with both domains."""

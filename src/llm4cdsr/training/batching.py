@@ -10,6 +10,7 @@ max_len + 1 items, left-padded to width L:
     targets    (B, L)  the next item (0 where there is none)
     negatives  (B, L)  one item of the target's domain the user never had in training (0 where no target)
     reg_items  (B, 2)  one A item and one B item of the user's window (0 where the user lacks that domain)
+    align_pairs (P, 2) (A item, B item) of every switch of domain between neighbouring items of a window
     user_idx   (B,)    user indices (for profiles)
 and, by objective (`LossConfig`; ce needs no negatives, so bce's are drawn for bce only):
     chimeric_negatives (B, L)  bce with chimeric negatives: a second, independent negative per step
@@ -78,6 +79,24 @@ def sample_negatives(
         todo = todo[exclude.contains(users[todo], out[todo])]
     # A user who had (nearly) every item of a domain keeps a few history items as negatives.
     return out
+
+
+# At most this many cross-domain pairs per batch: the alignment's logits are P x P.
+MAX_ALIGN_PAIRS = 1024
+
+
+def cross_domain_pairs(window: np.ndarray, n_a: int, limit: int = MAX_ALIGN_PAIRS) -> np.ndarray:
+    """(P, 2) global ids (A item, B item) of every switch of domain between two neighbouring items
+    of a window (B, W) of training histories: items a user took one right after the other across
+    the two domains, the pairs `model.align=cosine` pulls together. Deterministic (no draw), so
+    that adding it leaves every random stream of the batch as it was; the first `limit` in
+    row-major order when there are more."""
+    left, right = window[:, :-1], window[:, 1:]  # (B, W - 1)
+    both = (left > 0) & (right > 0)
+    switch = both & ((left > n_a) != (right > n_a))
+    a = np.where(left > n_a, right, left)[switch]  # the A item of each switch
+    b = np.where(left > n_a, left, right)[switch]
+    return np.stack([a, b], axis=1)[:limit].astype(np.int64)  # (P, 2)
 
 
 class TrainBatches:
@@ -190,6 +209,7 @@ class TrainBatches:
             "targets": torch.from_numpy(targets),
             "negatives": torch.from_numpy(negatives),
             "reg_items": torch.from_numpy(reg_items),
+            "align_pairs": torch.from_numpy(cross_domain_pairs(window, self.n_items[0])),
             "user_idx": torch.from_numpy(users.astype(np.int64)),
             **extra,
         }

@@ -43,6 +43,7 @@ from llm4cdsr.models import build_model, model_shell
 from llm4cdsr.models.base import LossConfig, Recommender
 from llm4cdsr.training.batching import TrainBatches
 from llm4cdsr.training.candidates import dataset_fingerprint, load_or_draw
+from llm4cdsr.training.diagnostics import adapter_mixing
 from llm4cdsr.training.evaluate import (
     MODES,
     eval_inputs,
@@ -175,7 +176,14 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     if model.trainable:
         batches = TrainBatches(split.train_offsets, split.train_items, dataset.n_items, model.max_len,
                                train_cfg["batch_size"], cfg["seed"], train_cfg["bucket_pool"], train_cfg["dynamic_padding"], loss)
-        trainer = Trainer(model, batches, validate, TrainerConfig.from_section(train_cfg, score_key), run_dir, device, cfg["seed"])
+        diagnose = None
+        if getattr(getattr(model, "global_items", None), "kind", None) == "llm":
+            # The bridge's measure, each epoch: cross-domain neighbours after the adapter (the report's sample).
+            diagnose = adapter_mixing(model.global_items, dataset.n_items)
+            if rank == 0:
+                log.info("cross-domain neighbours of the LLM vectors (before the adapter): %.4f", diagnose.before())
+        trainer = Trainer(model, batches, validate, TrainerConfig.from_section(train_cfg, score_key), run_dir, device, cfg["seed"],
+                          diagnose=diagnose)
         state = trainer.fit(resume)
         if state["best_epoch"] == 0:
             raise RunError(f"{run_dir}: no epoch was trained (train.epochs = {train_cfg['epochs']})")

@@ -1,8 +1,10 @@
 """A trainer that knows nothing about the model (after minGPT's trainer.py).
 
-It needs: a module whose forward(batch) returns {"loss": scalar, <part>: detached scalar, ...}; a
-batch source with plan(epoch) -> list of batch keys and build(key, epoch, index) -> dict of tensors;
-and a validate(module) -> {metric: value} callback. It runs Adam, validates after each epoch, keeps
+It needs: a module whose forward(batch) returns {"loss": scalar, <part>: detached scalar, ...}
+(optionally "terms": {name: weighted loss term with its graph}, whose gradient norms it measures on
+the first batches of each epoch); a batch source with plan(epoch) -> list of batch keys and
+build(key, epoch, index) -> dict of tensors; a validate(module) -> {metric: value} callback, and
+optionally a diagnose(module) -> {name: value} callback logged after each epoch. It runs Adam, validates after each epoch, keeps
 the best-on-validation weights (safetensors), stops after `patience` epochs without improvement,
 and writes an atomic checkpoint after every epoch from which `resume` continues exactly.
 
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 BEST_WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
+# Batches at the start of each epoch whose loss terms' gradient norms are measured (one extra
+# backward pass per term each): enough to see which term drives the update, cheap beside an epoch.
+GRADIENT_PROBES = 4
 
 
 class BatchSource(Protocol):
@@ -79,8 +84,10 @@ class Trainer:
         run_dir: Path,
         device: torch.device,
         seed: int,
+        diagnose: Callable[[nn.Module], dict[str, float]] | None = None,
     ):
         self.model = model
+        self.diagnose = diagnose
         self.batches = batches
         self.validate = validate
         self.cfg = cfg
@@ -92,6 +99,7 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         # The fused kernel: on CPU the per-parameter loop of the default Adam cost ~4x more per step.
         optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        self.params = params
         self.optimizer = optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
         self.state: dict[str, Any] = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "stopped": False, "history": []}
 
@@ -133,6 +141,7 @@ class Trainer:
         per_rank = max(len(plan) // self.world, 1)
         indices = [(self.rank + i * self.world) % len(plan) for i in range(per_rank)]
         sums: dict[str, torch.Tensor] = {}
+        norms: dict[str, float] = {}
         started = time.perf_counter()
         # disable=None: tqdm stays quiet when stderr is not a terminal (log files, batch jobs).
         bar = tqdm(indices, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
@@ -140,6 +149,10 @@ class Trainer:
         for step, index in enumerate(bar):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in self.batches.build(plan[index], epoch, index).items()}
             out = net(batch)
+            terms = out.pop("terms", None)
+            if terms and len(terms) > 1 and step < GRADIENT_PROBES and self.world == 1:
+                for k, v in self._gradient_norms(terms).items():
+                    norms[k] = norms.get(k, 0.0) + v / min(GRADIENT_PROBES, len(indices))
             self.optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             self.optimizer.step()
@@ -155,7 +168,23 @@ class Trainer:
         if not math.isfinite(means.get("loss", 0.0)):
             raise TrainingError(f"epoch {epoch}: the training loss is {means.get('loss')}; lower train.lr or check the inputs")
         train_loss = means.pop("loss", float("nan"))
-        return {"epoch": epoch, "train_loss": train_loss, "loss_parts": means, "train_s": time.perf_counter() - started}
+        record = {"epoch": epoch, "train_loss": train_loss, "loss_parts": means, "train_s": time.perf_counter() - started}
+        if norms:
+            record["grad_norms"] = norms
+        return record
+
+    def _gradient_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The L2 norm of each weighted loss term's gradient over the trainable parameters, and of
+        their sum ("total"): how much each term moves the weights."""
+        total = None
+        norms = {}
+        for name, term in terms.items():
+            grads = torch.autograd.grad(term, self.params, retain_graph=True, allow_unused=True)
+            flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self.params)])
+            norms[name] = float(flat.norm())
+            total = flat if total is None else total + flat
+        norms["total"] = float(total.norm())
+        return norms
 
     def _validate_and_save(self, epoch: int, record: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -170,6 +199,8 @@ class Trainer:
             dist.broadcast(decision, src=0)
         score, improved = float(decision[0]), bool(decision[1])
         record["valid_s"] = time.perf_counter() - started
+        if self.diagnose is not None and self.rank == 0:
+            record["diagnostics"] = self.diagnose(self.model)
         if improved:
             self.state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
         else:
@@ -185,11 +216,15 @@ class Trainer:
         with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         parts = ", ".join(f"{k} {v:.4f}" for k, v in record["loss_parts"].items())
+        norms = record.get("grad_norms", {})
+        # Each term's gradient norm as a share of the whole update's: which term drives the weights.
+        shares = ", ".join(f"{k} {v / norms['total']:.3f}" for k, v in norms.items() if k != "total" and norms["total"] > 0)
+        extra = "".join(f" | {k} {v:.4f}" for k, v in record.get("diagnostics", {}).items())
         log.info(
-            "epoch %d/%d | loss %.4f%s | valid %s %.4f (best %.4f @%d) | train %.1fs valid %.1fs%s",
+            "epoch %d/%d | loss %.4f%s | valid %s %.4f (best %.4f @%d) | train %.1fs valid %.1fs%s%s%s",
             epoch, self.cfg.epochs, record["train_loss"], f" ({parts})" if parts else "", self.cfg.score_key, score,
             self.state["best_score"], self.state["best_epoch"], record["train_s"], record["valid_s"],
-            " | early stop" if self.state["stopped"] else "",
+            f" | grad share {shares}" if shares else "", extra, " | early stop" if self.state["stopped"] else "",
         )
 
     # ----- checkpoints -----------------------------------------------------------------------
