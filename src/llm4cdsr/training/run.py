@@ -38,6 +38,8 @@ from safetensors.torch import load_file
 from llm4cdsr.config import default_config, dump_config
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE, PreparedDataset, Split
 from llm4cdsr.io import read_json, write_json
+from llm4cdsr.llm.stages import dataset_fingerprint as files_fingerprint
+from llm4cdsr.llm.stages import embed_config_hash, profile_config_hash
 from llm4cdsr.locks import folder_lock
 from llm4cdsr.models import build_model, model_shell
 from llm4cdsr.models.base import LossConfig, Recommender
@@ -61,7 +63,7 @@ from llm4cdsr.training.trainer import (
     save_weights,
 )
 from llm4cdsr.validation import validate_config
-from llm4cdsr.workspace import Workspace
+from llm4cdsr.workspace import ArtifactError, Workspace, profile_dir
 
 log = logging.getLogger("llm4cdsr.training")
 
@@ -285,6 +287,38 @@ def evaluate_run(run_dir: Path, eval_cfg: dict | None = None, workspace: Path | 
     device = resolve_device(cfg.get("device", "auto"))
     summaries, _ = evaluate_model(model.to(device), dataset, split, cands, eval_cfg, device)
     return {**summaries, "sampled_scoring": sampled_scoring(model, eval_cfg)}
+
+
+def check_llm_inputs(cfg: dict, needs: set[str]) -> None:
+    """Refuse embeddings or profiles made from another dataset or other settings than `cfg`'s: a
+    stage that reads them (train, experiments) would otherwise train on stale texts without a word,
+    or fail on a shape. Missing artifacts are left to the loaders (they say which command makes them)."""
+    if not needs & {"item_vectors", "profiles"}:
+        return
+    ws = Workspace(cfg["workspace"])
+    embed_meta = ws.meta(ws.embed_dir)
+    if embed_meta is None:
+        return
+    again = " (with this command's -c files and overrides)"
+    fingerprint = files_fingerprint(ws.dataset_dir)
+    if embed_meta.get("dataset_fingerprint") != fingerprint:
+        raise ArtifactError(f"{ws.embed_dir} is stale: made from another dataset than {ws.dataset_dir} (fingerprint "
+                            f"{embed_meta.get('dataset_fingerprint')}, now {fingerprint}); rebuild it with "
+                            f"`llm4cdsr embed -w {ws.root}`{again}")
+    if embed_meta.get("config_hash") != embed_config_hash(cfg):
+        raise ArtifactError(f"{ws.embed_dir} is stale: made under other embed.* settings (config "
+                            f"{embed_meta.get('config_hash')}, now {embed_config_hash(cfg)}); rebuild it with "
+                            f"`llm4cdsr embed -w {ws.root}`{again}")
+    folder = profile_dir(cfg)
+    profile_meta = ws.meta(folder) if "profiles" in needs else None
+    if profile_meta is None:
+        return
+    for key, now, what in (("dataset_fingerprint", fingerprint, "another dataset"),
+                           ("embed_config_hash", embed_meta.get("config_hash"), "other item embeddings"),
+                           ("config_hash", profile_config_hash(cfg), "other profile.* settings")):
+        if profile_meta.get(key) != now:
+            raise ArtifactError(f"{folder} is stale: made from {what} ({key} {profile_meta.get(key)}, now {now}); "
+                                f"rebuild it with `llm4cdsr profile -w {ws.root}`{again}")
 
 
 def load_candidates(ws: Workspace, dataset: PreparedDataset, split: Split, eval_cfg: dict) -> dict[str, np.ndarray]:
