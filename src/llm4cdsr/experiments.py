@@ -16,7 +16,7 @@ import pandas as pd
 
 from llm4cdsr.config import apply_overrides
 from llm4cdsr.data.dataset import PreparedDataset, Split
-from llm4cdsr.io import write_json
+from llm4cdsr.io import read_json, write_json
 
 log = logging.getLogger("llm4cdsr.experiment")
 
@@ -97,9 +97,9 @@ def variant_config(cfg: dict, label: str, overrides: list[str], seed: int) -> di
 def run_overlap(cfg: dict, ratios: list[float], models: list[str], out_dir: Path, dataset: PreparedDataset,
                 item_vectors=None, users: int = 0, profiles: np.ndarray | None = None,
                 seeds: list[int] | None = None) -> pd.DataFrame:
-    """Train every model (a name, or `LABEL:KEY=VALUE:...`) at every ratio with every seed; merge
-    the results into out_dir/results.csv (rows of earlier calls for other ratios, models or seeds
-    stay) and write results.md (mean +- std over seeds) and overlap.png.
+    """Train every model (a name, or `LABEL:KEY=VALUE:...`) at every ratio with every seed, then
+    write results.csv, results.md (mean +- std over seeds) and overlap.png of every finished run in
+    out_dir, this call's and earlier calls' (other ratios, models or seeds) alike.
 
     The user sample and the choice of who keeps both domains are drawn with cfg["seed"], whatever
     the training seeds, so every model and seed at a ratio sees the same data. Profiles (models
@@ -118,7 +118,6 @@ def run_overlap(cfg: dict, ratios: list[float], models: list[str], out_dir: Path
     dataset = subsample_users(dataset, users, cfg["seed"])
     split = dataset.split()
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
     for ratio in ratios:
         reduced, info = reduce_overlap(dataset, split, ratio, cfg["seed"])
         cut = info.pop("reduced_users")
@@ -134,33 +133,44 @@ def run_overlap(cfg: dict, ratios: list[float], models: list[str], out_dir: Path
                 needs = model_needs(run_cfg["model"])
                 run_dir = out_dir / "runs" / f"{label}-overlap{ratio:g}-seed{seed}"
                 resume = (run_dir / "checkpoint.pt").is_file() or (run_dir / "results.json").is_file()
-                results = train_run(run_cfg, run_dir, dataset, split=reduced,
-                                    item_vectors=item_vectors if "item_vectors" in needs else None,
-                                    profiles=guided if "profiles" in needs else None, resume=resume)
-                for mode in ("sampled", "full"):
-                    block = results["test"][mode]
-                    row = {"ratio": ratio, "model": label, "seed": seed, "mode": mode, "best_epoch": results["best_epoch"], **info}
-                    for part in ("overall", *dataset.domains):
-                        for metric in ("hit@10", "ndcg@10"):
-                            row[f"{part} {metric}"] = block[part][metric]
-                    for group, values in block.get("groups", {}).get("domains_in_history", {}).items():
-                        row[f"{group} ndcg@10"] = values.get("ndcg@10")
-                    rows.append(row)
-    table = pd.DataFrame(rows)
-    csv = out_dir / "results.csv"
-    if csv.is_file():  # earlier calls' runs of other ratios, models or seeds
-        before = pd.read_csv(csv)
-        if "seed" in before:
-            done = set(zip(table["ratio"], table["model"], table["seed"]))
-            before = before[[k not in done for k in zip(before["ratio"], before["model"], before["seed"])]]
-            table = pd.concat([before, table], ignore_index=True)
-    table = table.sort_values(["ratio", "model", "seed", "mode"], kind="stable").reset_index(drop=True)
-    table.to_csv(csv, index=False)
+                train_run(run_cfg, run_dir, dataset, split=reduced, item_vectors=item_vectors if "item_vectors" in needs else None,
+                          profiles=guided if "profiles" in needs else None, resume=resume)
+                write_json(run_dir / OVERLAP_INFO, {"ratio": ratio, "model": label, "seed": seed, "users": dataset.n_users,
+                                                    "draw_seed": cfg["seed"], **info})
+    return write_overlap_outputs(out_dir, dataset.domains)
+
+
+OVERLAP_INFO = "overlap.json"
+
+
+def collect_overlap(out_dir: Path, domains) -> pd.DataFrame:
+    """One row per (finished run, protocol) of out_dir/runs, whatever call made it: ratio, model,
+    seed, what the cut removed, and the test metrics (overall, per domain, by domains in history)."""
+    rows = []
+    for run_dir in sorted((Path(out_dir) / "runs").glob("*")):
+        if not (run_dir / OVERLAP_INFO).is_file() or not (run_dir / "results.json").is_file():
+            continue
+        info, results = read_json(run_dir / OVERLAP_INFO), read_json(run_dir / "results.json")
+        for mode in ("sampled", "full"):
+            block = results["test"][mode]
+            row = {**info, "mode": mode, "best_epoch": results["best_epoch"]}
+            for part in ("overall", *domains):
+                for metric in ("hit@10", "ndcg@10"):
+                    row[f"{part} {metric}"] = block[part][metric]
+            for group, values in block.get("groups", {}).get("domains_in_history", {}).items():
+                row[f"{group} ndcg@10"] = values["ndcg@10"]
+            rows.append(row)
+    return pd.DataFrame(rows).sort_values(["ratio", "model", "seed", "mode"], kind="stable").reset_index(drop=True)
+
+
+def write_overlap_outputs(out_dir: Path, domains) -> pd.DataFrame:
+    """results.csv, results.md (mean +- std over seeds) and overlap.png of every finished run in out_dir."""
+    table = collect_overlap(out_dir, domains)
+    table.to_csv(out_dir / "results.csv", index=False)
     write_json(out_dir / "experiment.json", {"ratios": sorted(set(table["ratio"])), "models": sorted(set(table["model"])),
-                                             "users": dataset.n_users, "domains": list(dataset.domains),
-                                             "draw_seed": cfg["seed"]})
-    (out_dir / "results.md").write_text(markdown_table(table, dataset.domains), encoding="utf-8")
-    plot_overlap(table, dataset.domains, out_dir / "overlap.png")
+                                             "seeds": sorted(set(table["seed"])), "domains": list(domains)})
+    (out_dir / "results.md").write_text(markdown_table(table, domains), encoding="utf-8")
+    plot_overlap(table, domains, out_dir / "overlap.png")
     return table
 
 
