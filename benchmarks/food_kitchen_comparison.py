@@ -84,6 +84,10 @@ VARIANTS: dict[str, list[str]] = {
                            "model.init_from=[runs/sasrec_mixed-seed{seed},runs/sasrec_single-seed{seed}]"],
     # The learned local tables pulled toward their PCA start (model.local_anchor): a regulariser.
     "llm4cdsr-anchor30": ["model.local_anchor=30"],
+    # The cross-domain alignment that moves (model.align=cosine: InfoNCE on cosine over the
+    # histories' cross-domain neighbours), at the paper's weight and at 1.
+    "llm4cdsr-cosine-a0.1": ["model.align=cosine", "model.alpha=0.1"],
+    "llm4cdsr-cosine-a1": ["model.align=cosine", "model.alpha=1"],
     "ablation-id_global": ["model.global_item=id"],
     "ablation-random_local": ["model.local_init=random"],
     "ablation-alpha0": ["model.alpha=0"],
@@ -118,6 +122,8 @@ NAMES = {
     "tri_cdr-dropout0.5": "Tri-CDR, dropout 0.5 (its code: 0.2)",
     "tri_cdr-pretrained": "Tri-CDR started from the trained SASRecs, as its paper",
     "llm4cdsr-anchor30": "LLM4CDSR, local tables anchored to their PCA start (local_anchor 30)",
+    "llm4cdsr-cosine-a0.1": "LLM4CDSR, cosine alignment (alpha 0.1)",
+    "llm4cdsr-cosine-a1": "LLM4CDSR, cosine alignment (alpha 1)",
     "ablation-id_global": "ablation: ID embeddings in the global branch",
     "ablation-random_local": "ablation: random init of the local tables",
     "ablation-alpha0": "ablation: alpha = 0 (no item regularisation)",
