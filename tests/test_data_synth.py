@@ -84,3 +84,58 @@ def test_bad_arguments():
         generate_world(overlap=1.5)
     with pytest.raises(ValueError, match="different names"):
         generate_world(domains=("x", "x"))
+
+
+def test_unseen_draw_is_numpys_weighted_choice():
+    """The generator's O(log n) draw picks the index rng.choice would pick from the same uniform
+    draw over the weights with the seen positions zeroed (the quadratic code it replaced)."""
+    from llm4cdsr.data.synth import _draw_unseen
+
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        n = int(rng.integers(1, 40))
+        weights = rng.lognormal(0.0, 1.0, size=n)
+        seen = list(rng.choice(n, size=int(rng.integers(0, n)), replace=False))
+        u = float(rng.random())
+        zeroed = weights.copy()
+        zeroed[seen] = 0.0
+        p = zeroed / zeroed.sum()
+        cdf = p.cumsum()
+        cdf /= cdf[-1]
+        want = int(cdf.searchsorted(u, side="right"))  # what Generator.choice(n, p=p) does with u
+        assert _draw_unseen(np.cumsum(weights).tolist(), weights.tolist(), seen, u) == want
+
+
+def test_taste_draw_is_numpys_choice():
+    """The generator draws a user's taste by bisecting one uniform draw in the normalised running
+    sum of the mixture: rng.choice(tastes, p=mix) on the same stream gives the same taste."""
+    from bisect import bisect_right
+
+    for seed in range(300):
+        mix = np.random.default_rng(seed).dirichlet(np.ones(1 + seed % 3))
+        cdf = mix.cumsum()
+        cdf = (cdf / cdf[-1]).tolist()
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        for _ in range(20):
+            assert bisect_right(cdf, a.random()) == int(b.choice(len(mix), p=mix))
+
+
+# The 2,000-user demo world (`llm4cdsr run` without data) as the quadratic generator made it,
+# measured before it was made linear (the linear one reproduced it byte for byte).
+DEMO_STATS = {"users": 2000, "items_used": {"books": 400, "movies": 600},
+              "interactions": {"books": 9444, "movies": 13847}, "gini": {"books": 0.2853, "movies": 0.3220},
+              "top10_share": {"books": 0.2213, "movies": 0.2408}, "overlap_share": 0.2915, "mean_length": 11.6455}
+
+
+def test_demo_world_keeps_its_statistics():
+    from llm4cdsr.data.synth import world_stats
+
+    got = world_stats(*generate_world(n_users=2000, n_items=(400, 600), overlap=0.3, seed=0))
+    assert got["users"] == DEMO_STATS["users"]
+    assert got["items_used"] == DEMO_STATS["items_used"]
+    for d in ("books", "movies"):
+        assert got["interactions"][d] == pytest.approx(DEMO_STATS["interactions"][d], rel=0.03)
+        assert got["gini"][d] == pytest.approx(DEMO_STATS["gini"][d], abs=0.02)
+        assert got["top10_share"][d] == pytest.approx(DEMO_STATS["top10_share"][d], abs=0.02)
+    assert got["overlap_share"] == pytest.approx(DEMO_STATS["overlap_share"], abs=0.02)
+    assert got["mean_length"] == pytest.approx(DEMO_STATS["mean_length"], rel=0.03)
