@@ -68,8 +68,8 @@ def test_display_settings_keep_the_run_name(tmp_path):
     quiet = load_config([], [f"workspace={tmp_path}", "train.progress=false", "train.num_threads=1", "train.tensorboard=true"])
     assert run_name(quiet) == run_name(base)
     # Runs named before keep their names: the defaults hash as the whole sections always did,
-    # apart from data.duplicates (added later, at the value every earlier run had in effect).
-    old = dict(base, data={k: v for k, v in base["data"].items() if k != "duplicates"})
+    # apart from the data keys added later (at the value every earlier run had in effect).
+    old = dict(base, data={k: v for k, v in base["data"].items() if k not in ("duplicates", "encoding")})
     assert run_name(base).endswith(section_hash(old, *RUN_SECTIONS)[:8])
     assert run_name(load_config([], [f"workspace={tmp_path}", "train.lr=0.01"])) != run_name(base)
 

@@ -15,19 +15,27 @@
 """
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
+import os
 
-import pandas as pd
-import yaml
+# Before torch loads, as the CLI does (llm4cdsr/cli/__init__.py): OpenMP threads that spin while
+# waiting made training through the API 2-10x slower than the CLI on a shared machine (issue 20:
+# 5.0-7.5 s an epoch against 2.3-3.2 s with one core busy). A value the user set wins; a program
+# that imported torch before this module keeps the policy torch started with.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from llm4cdsr.config import load_config
-from llm4cdsr.io import read_json
-from llm4cdsr.pipeline import run_pipeline
-from llm4cdsr.recommender import COLUMNS, TrainedRecommender, UnknownUserError
-from llm4cdsr.workspace import Workspace, profile_dir
+import shutil  # noqa: E402
+from collections.abc import Iterable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from llm4cdsr.config import load_config  # noqa: E402
+from llm4cdsr.io import read_json  # noqa: E402
+from llm4cdsr.pipeline import run_pipeline  # noqa: E402
+from llm4cdsr.recommender import COLUMNS, TrainedRecommender, UnknownUserError  # noqa: E402
+from llm4cdsr.workspace import Workspace, profile_dir  # noqa: E402
 
 __all__ = ["COLUMNS", "Estimator", "TrainedRecommender", "UnknownUserError", "run"]
 

@@ -41,7 +41,7 @@ RUN_SECTIONS = ("seed", "data", "embed", "profile", "model", "train", "eval")
 DISPLAY_KEYS = (("train", "progress"), ("train", "num_threads"), ("train", "tensorboard"))
 # Keys added after runs were named, at the value every earlier run had in effect: a run
 # config without them, or with them at that value, keeps its name and stays current.
-LATER_KEYS = ((("data", "duplicates"), "drop"),)
+LATER_KEYS = ((("data", "duplicates"), "drop"), (("data", "encoding"), "utf-8"))
 
 
 def run_identity(cfg: dict) -> dict:

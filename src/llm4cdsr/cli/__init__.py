@@ -44,7 +44,7 @@ QUICK_EXIT = ("recommend",)
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     rc = _dispatch(parser, args)
     if argv is None and args.command in QUICK_EXIT:  # a process of its own, not a call from Python
         for stream in (sys.stdout, sys.stderr):
@@ -55,6 +55,24 @@ def main(argv: list[str] | None = None) -> int:
         logging.shutdown()
         os._exit(rc)
     return rc
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, with KEY=VALUE overrides accepted anywhere on the line: argparse takes a
+    positional list only in one piece, so `model.name=pop --run-name x seed=43` left `seed=43` over
+    and failed with the top-level usage."""
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        overrides = [a for a in rest if "=" in a and not a.startswith("-")]
+        others = [a for a in rest if a not in overrides]
+        if overrides and isinstance(getattr(args, "overrides", None), list) and not others:
+            args.overrides.extend(overrides)
+        else:
+            sub = getattr(args, "command", None)
+            hint = "" if not overrides or isinstance(getattr(args, "overrides", None), list) else \
+                f"; `llm4cdsr {sub}` takes no KEY=VALUE overrides"
+            parser.error(f"unrecognized arguments: {' '.join(rest)}{hint}")
+    return args
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from llm4cdsr.config import ConfigError, load_config
+from llm4cdsr.config import PRESET_DIR, ConfigError, load_config
 from llm4cdsr.data.dataset import DatasetError
 from llm4cdsr.data.errors import DataError
 from llm4cdsr.locks import LockError
@@ -41,4 +41,8 @@ def config_from_args(args: argparse.Namespace, adjust: Callable[[dict], dict] | 
             cfg = adjust(cfg)
         return validate_config(cfg, getattr(args, "command", None))
     except ConfigError as e:
-        raise CliError(str(e)) from e
+        message = str(e)
+        if message.startswith("config file not found"):  # most often a misspelt preset name
+            presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+            message += f"; the presets are: {', '.join(presets) or '(none)'}"
+        raise CliError(message) from e

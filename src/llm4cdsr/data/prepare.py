@@ -158,7 +158,7 @@ def load_raw(data_cfg: dict, inputs: dict | None = None, progress: bool = True) 
         raw.source = {"format": "synthetic", "files": [], "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
     elif fmt == "table":
         raw = read_tables(inputs["interactions"][0], inputs["items"][0], data_cfg["columns"],
-                          data_cfg["csv_sep"], data_cfg["time_unit"])
+                          data_cfg["csv_sep"], data_cfg["time_unit"], data_cfg.get("encoding", "utf-8"))
     elif fmt == "recbole":
         raw = read_recbole(inputs["interactions"], inputs["items"], data_cfg["columns"], data_cfg["time_unit"])
     elif fmt == "douban":
@@ -253,6 +253,28 @@ def run_prepare(cfg: dict, force: bool = False, progress: bool = True) -> Prepar
     ds = None if force else current()
     if ds is not None:
         return ds
+    fresh = not ws.root.exists()
+    try:
+        return _prepare_locked(ws, cfg, inputs, config_hash, current, force, progress)
+    except BaseException:
+        if fresh:  # a failed first prepare leaves no workspace behind (it held only the lock files)
+            _remove_if_only_locks(ws.root)
+        raise
+
+
+def _remove_if_only_locks(root: Path) -> None:
+    try:
+        entries = list(root.iterdir())
+        if all(p.is_file() and p.name.startswith(".") and ".lock" in p.name for p in entries):
+            for p in entries:
+                p.unlink()
+            root.rmdir()
+    except OSError:
+        pass  # another process is using it: leave it
+
+
+def _prepare_locked(ws: Workspace, cfg: dict, inputs: dict, config_hash: str, current, force: bool,
+                    progress: bool) -> PreparedDataset:
     with folder_lock(ws.dataset_dir):
         ds = None if force else current()  # another process may have just made it
         if ds is not None:

@@ -80,7 +80,23 @@ def _row_name(path: str, is_csv: bool, rows: np.ndarray) -> str:
     return f"{path}: {_rows(is_csv, rows)}"
 
 
-def read_table(path: str | Path, sep: str = ",", what: str = "table") -> pd.DataFrame:
+# Field separators a CSV written elsewhere often has: a header read as one column that holds one
+# of them is a separator mismatch, not a missing column.
+OTHER_SEPARATORS = {"\t": "a tab (data.csv_sep: \"\\t\")", ";": "';' (data.csv_sep: \";\")", "|": "'|' (data.csv_sep: \"|\")"}
+
+
+def _undecodable_line(path: Path, encoding: str) -> tuple[int, int] | None:
+    """(line number, offending byte) of the first line that is not text in `encoding`."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError as e:
+                return number, line[e.start]
+    return None
+
+
+def read_table(path: str | Path, sep: str = ",", what: str = "table", encoding: str = "utf-8") -> pd.DataFrame:
     """A CSV or Parquet file with every column as text (ids such as '007' stay as written)."""
     path = Path(path)
     if not path.is_file():
@@ -97,12 +113,26 @@ def read_table(path: str | Path, sep: str = ",", what: str = "table") -> pd.Data
         return df.astype(object).where(df.notna(), "").astype(str)
     try:
         # The header as written: read_csv renames a repeated name (`timestamp.1`) without a word.
-        header = pd.read_csv(path, sep=sep, dtype=str, header=None, nrows=1, keep_default_na=False, na_filter=False)
-        _unique_columns([str(c) for c in header.iloc[0]], path)
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False)
+        header = pd.read_csv(path, sep=sep, dtype=str, header=None, nrows=1, keep_default_na=False, na_filter=False,
+                             encoding=encoding)
+        names = [str(c) for c in header.iloc[0]]
+        _unique_columns(names, path)
+        if len(names) == 1:
+            for other, hint in OTHER_SEPARATORS.items():
+                if other != sep and other in names[0]:
+                    raise DataError(f"{path}: line 1 is one column {names[0][:60]!r}: the file looks separated by {hint}, "
+                                    f"not {sep!r}; set data.csv_sep")
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, encoding=encoding)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file (no header line); a {what} table needs a header and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        where = _undecodable_line(path, encoding)
+        at = f"line {where[0]} holds byte 0x{where[1]:02x}, which" if where else "it"
+        raise DataError(f"{path}: {at} is not {encoding} text; save the file as UTF-8, or set data.encoding "
+                        "(e.g. data.encoding=latin-1)") from None
+    except LookupError:
+        raise DataError(f"data.encoding {encoding!r} is not an encoding Python knows (e.g. utf-8, latin-1, cp1252)") from None
+    except pd.errors.ParserError as e:
         raise DataError(f"{path}: cannot read as CSV: {e}") from e
 
 
@@ -245,7 +275,7 @@ def from_tables(
 
 
 def read_tables(interactions_path: str | Path, items_path: str | Path, columns: dict | None = None,
-                sep: str = ",", time_unit: str = "s") -> RawData:
-    inter = read_table(interactions_path, sep, "interactions")
-    items = read_table(items_path, sep, "items")
+                sep: str = ",", time_unit: str = "s", encoding: str = "utf-8") -> RawData:
+    inter = read_table(interactions_path, sep, "interactions", encoding)
+    items = read_table(items_path, sep, "items", encoding)
     return from_tables(inter, items, columns, str(interactions_path), str(items_path), time_unit)
