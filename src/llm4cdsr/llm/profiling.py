@@ -61,6 +61,46 @@ def split_by_cluster(history: np.ndarray, labels: np.ndarray) -> UserClusters:
     return out
 
 
+@dataclass
+class ClusterGroups:
+    """Every profiled user's training items grouped by cluster, as flat arrays.
+
+    Group g is one (user, cluster) pair: `user[g]` (row in the profiled users), `cluster[g]`, and its
+    items `items[offsets[g]:offsets[g + 1]]`, chronological. Groups are ordered by user, then by
+    cluster id: the order of `split_by_cluster`, built for all users at once.
+    """
+
+    n_users: int
+    user: np.ndarray  # (G,) int64
+    cluster: np.ndarray  # (G,) int64
+    offsets: np.ndarray  # (G + 1,) int64
+    items: np.ndarray  # (sum of lengths,) global ids
+
+    def user_clusters(self) -> list[UserClusters]:
+        """The same groups as one UserClusters per user (the LLM path's form)."""
+        out = [UserClusters() for _ in range(self.n_users)]
+        for g, (u, c) in enumerate(zip(self.user.tolist(), self.cluster.tolist())):
+            out[u].clusters.append((c, self.items[self.offsets[g]:self.offsets[g + 1]]))
+        return out
+
+
+def group_by_cluster(train_items: np.ndarray, train_offsets: np.ndarray, users: np.ndarray, labels: np.ndarray
+                     ) -> ClusterGroups:
+    """ClusterGroups of `users` from CSR training histories (train_items, train_offsets)."""
+    users = np.asarray(users, dtype=np.int64)
+    starts, lengths = train_offsets[users], train_offsets[users + 1] - train_offsets[users]
+    row = np.repeat(np.arange(len(users), dtype=np.int64), lengths)  # (T,) profiled-user row of each item
+    step = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    items = train_items[np.repeat(starts, lengths) + step]
+    cluster = labels[items].astype(np.int64)
+    order = np.lexsort((step, cluster, row))  # by user, cluster, then time
+    row, cluster, items = row[order], cluster[order], items[order]
+    new_group = np.ones(len(items), dtype=bool)
+    new_group[1:] = (row[1:] != row[:-1]) | (cluster[1:] != cluster[:-1])
+    first = np.flatnonzero(new_group)
+    return ClusterGroups(len(users), row[first], cluster[first], np.append(first, len(items)).astype(np.int64), items)
+
+
 # ----- reply checks -----------------------------------------------------------------------
 def check_reply(text: str, max_words: int, slack: float) -> str | None:
     """None if the reply is usable, else the reason: empty | too_long | refusal | garbage."""
@@ -112,6 +152,67 @@ def template_cluster_text(ids: np.ndarray, titles: np.ndarray, prof: dict) -> st
 
 def template_profile(uc: UserClusters, titles: np.ndarray, prof: dict) -> str:
     return " ".join(template_cluster_text(ids, titles, prof) for _, ids in uc.clusters)
+
+
+def _title_words(title: str) -> list[str]:
+    """frequent_keywords' words of one title: each once, in title order, noise left out."""
+    words = dict.fromkeys(w.lower() for w in _WORD.findall(title))
+    return [w for w in words if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in _TITLE_NOISE]
+
+
+def template_profiles(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> list[str]:
+    """`template_profile` of every user at once: the same texts, byte for byte (a test compares
+    them), without a Python pass per title and user. Each distinct item's cleaned title and
+    words are computed once; the words are counted for all groups together with one sort."""
+    n_titles, n_keywords = prof["max_titles"], prof["template_keywords"]
+    used = np.unique(groups.items)
+    # Per used item: its cleaned title and its word ids (CSR); index by position in `used`.
+    cleaned = [clean_value(titles[i], prof["max_title_chars"]) for i in used.tolist()]
+    vocab: dict[str, int] = {}
+    word_lists = [[vocab.setdefault(w, len(vocab)) for w in _title_words(str(titles[i]))] for i in used.tolist()]
+    n_words = np.fromiter((len(w) for w in word_lists), dtype=np.int64, count=len(word_lists))
+    word_offsets = np.concatenate([[0], np.cumsum(n_words)])
+    word_ids = np.fromiter((w for ws in word_lists for w in ws), dtype=np.int64, count=int(word_offsets[-1]))
+    slot = np.searchsorted(used, groups.items)  # (T,) row in `used` of each grouped item
+    sizes = np.diff(groups.offsets)
+    group_of = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)  # (T,)
+
+    # Keywords: counts of (group, word) over every title of the group (frequent_keywords reads
+    # them all, not only the recent ones); ties go to the word seen first, as Counter.most_common.
+    keywords: list[list[str]] = [[] for _ in range(len(sizes))]
+    if n_keywords > 0:
+        take = sizes[group_of] >= 2  # a group of one title has no frequent words
+        t_slot, t_group = slot[take], group_of[take]
+        per = n_words[t_slot]
+        # (W,) the words of each grouped title, in group, time and title order: the Counter's order.
+        pos = np.arange(int(per.sum()), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)
+        word = word_ids[np.repeat(word_offsets[t_slot], per) + pos]
+        key = np.repeat(t_group, per) * max(1, len(vocab)) + word
+        keys, first, counts = np.unique(key, return_index=True, return_counts=True)
+        keep = counts >= 2
+        keys, first, counts = keys[keep], first[keep], counts[keep]
+        g = keys // max(1, len(vocab))
+        order = np.lexsort((first, -counts, g))
+        g, w = g[order], (keys % max(1, len(vocab)))[order]
+        rank = np.arange(len(g)) - np.searchsorted(g, g)  # 0-based place within its group
+        names = np.array(list(vocab), dtype=object)
+        for gi, name in zip(g[rank < n_keywords].tolist(), names[w[rank < n_keywords]].tolist()):
+            keywords[gi].append(name)
+
+    # Titles: the group's last max_titles items, oldest first.
+    recent = np.arange(len(slot)) >= np.repeat(groups.offsets[1:], sizes) - n_titles
+    recent_offsets = np.concatenate([[0], np.cumsum(np.minimum(sizes, n_titles))]).tolist()
+    recent_titles_flat = [cleaned[i] for i in slot[recent].tolist()]
+    texts = []
+    for g_idx in range(len(sizes)):
+        text = "Interested in: " + "; ".join(recent_titles_flat[recent_offsets[g_idx]:recent_offsets[g_idx + 1]]) + "."
+        if keywords[g_idx]:
+            text += " Frequent words: " + ", ".join(keywords[g_idx]) + "."
+        texts.append(text)
+    per_user: list[list[str]] = [[] for _ in range(groups.n_users)]
+    for u, text in zip(groups.user.tolist(), texts):
+        per_user[u].append(text)
+    return [" ".join(t) for t in per_user]
 
 
 # ----- LLM profiling ----------------------------------------------------------------------

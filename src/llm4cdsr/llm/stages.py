@@ -29,12 +29,12 @@ from llm4cdsr.llm.chat import CachedChat, chat_identity, make_chat_backend
 from llm4cdsr.llm.embedders import CachedEmbedder, make_raw_embedder
 from llm4cdsr.llm.pca import pca_tables
 from llm4cdsr.llm.profiling import (
-    UserClusters,
+    ClusterGroups,
     analyzer_request,
     cluster_items,
+    group_by_cluster,
     llm_profiles,
-    split_by_cluster,
-    template_profile,
+    template_profiles,
 )
 from llm4cdsr.llm.texts import item_texts
 from llm4cdsr.locks import folder_lock
@@ -201,16 +201,16 @@ def _select_users(n_users: int, max_users: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_users, size=max_users, replace=False)).astype(np.int64)
 
 
-def _user_clusters(cfg: dict) -> tuple[PreparedDataset, np.ndarray, np.ndarray, list[UserClusters], np.ndarray]:
+def _user_clusters(cfg: dict) -> tuple[PreparedDataset, np.ndarray, np.ndarray, ClusterGroups, np.ndarray]:
     ws = Workspace(cfg["workspace"])
     ds = PreparedDataset.load(ws.dataset_dir)
     raw = np.load(ws.embed_dir / "items.npy", allow_pickle=False)
     labels = cluster_items(raw[1:], cfg["profile"]["n_clusters"], cfg["profile"]["seed"])
     split = ds.split()  # training histories only: validation and test targets never reach a profile
     users = _select_users(ds.n_users, cfg["profile"]["max_users"], cfg["profile"]["seed"])
-    clusters = [split_by_cluster(split.train_sequence(int(u)), labels) for u in users]
+    groups = group_by_cluster(split.train_items, split.train_offsets, users, labels)
     titles = np.concatenate([[""], ds.items["title"].astype(str).to_numpy()])  # index = global id
-    return ds, labels, users, clusters, titles
+    return ds, labels, users, groups, titles
 
 
 def dry_run_profile(cfg: dict) -> dict:
@@ -222,8 +222,9 @@ def dry_run_profile(cfg: dict) -> dict:
         n_users = ds.n_users if prof["max_users"] <= 0 else min(prof["max_users"], ds.n_users)
         return {"embeddings": "missing or stale: `embed` runs first", "users": n_users,
                 "chat_calls_upper_bound": 0 if prof["backend"] == "template" else n_users * (prof["n_clusters"] + 1) * 2}
-    ds, labels, users, clusters, titles = _user_clusters(cfg)
-    n_pairs = sum(len(uc.clusters) for uc in clusters)
+    ds, labels, users, groups, titles = _user_clusters(cfg)
+    clusters = groups.user_clusters()
+    n_pairs = len(groups.user)
     out: dict[str, Any] = {"backend": prof["backend"], "users": int(len(users)), "user_cluster_pairs": n_pairs}
     if prof["backend"] == "template":
         out.update(chat_calls=0, estimated_tokens=0)
@@ -276,14 +277,14 @@ def run_profile(cfg: dict, force: bool = False) -> dict:
 def _build_profiles(cfg: dict, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     prof = cfg["profile"]
-    ds, labels, users, clusters, titles = _user_clusters(cfg)
+    ds, labels, users, groups, titles = _user_clusters(cfg)
     t_cluster = time.perf_counter() - t0
     report: dict[str, Any] = {"backend": prof["backend"], "users": int(len(users)),
-                              "user_cluster_pairs": int(sum(len(uc.clusters) for uc in clusters))}
+                              "user_cluster_pairs": int(len(groups.user))}
     ws = Workspace(cfg["workspace"])
     chat_name = None
     if prof["backend"] == "template":
-        texts = [template_profile(uc, titles, prof) for uc in clusters]
+        texts = template_profiles(groups, titles, prof)
         sources = ["template"] * len(users)
         report["chat_calls"] = 0
     else:
@@ -291,7 +292,7 @@ def _build_profiles(cfg: dict, out_dir: Path) -> dict:
         try:
             chat = CachedChat(make_chat_backend(cfg, "profile"), cache, "profile")
             chat_name = chat.name
-            texts, sources, call_report = llm_profiles(clusters, titles, chat, prof)
+            texts, sources, call_report = llm_profiles(groups.user_clusters(), titles, chat, prof)
         finally:
             cache.close()
         report.update(call_report)
