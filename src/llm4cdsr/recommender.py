@@ -11,6 +11,7 @@ both need it; neither of those is imported here.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,14 @@ import pandas as pd
 import torch
 
 from llm4cdsr.data.dataset import PreparedDataset
+from llm4cdsr.data.raw import MISSING_MARKERS, listing
 from llm4cdsr.llm.texts import item_texts
 from llm4cdsr.models import pad_histories
 from llm4cdsr.training.candidates import dataset_fingerprint
-from llm4cdsr.training.run import load_run
-from llm4cdsr.workspace import Workspace, profile_dir
+from llm4cdsr.training.run import RunError, load_run
+from llm4cdsr.workspace import ArtifactError, Workspace, profile_dir
+
+log = logging.getLogger("llm4cdsr.recommend")
 
 # The shape of every recommendation: user_id is None for a history given as item ids; `new` marks
 # items added after training (add_items), scored inductively.
@@ -59,6 +63,7 @@ class TrainedRecommender:
         self._tables: dict[int, torch.Tensor | None] = {}  # domain -> item table, made on first use
         self._profiles: pd.DataFrame | None = None
         self._new_items: dict[int, dict[str, Any]] = {}  # domain -> inductive items (see add_items)
+        self.skipped_new_items: dict[str, list[str]] = {"known_id": [], "unknown_domain": []}  # the last add_items
 
     @property
     def run_name(self) -> str:
@@ -69,14 +74,22 @@ class TrainedRecommender:
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
-        model, cfg, info = load_run(run_dir)
+        # results.json is written last, after the test: without it the run is still training (or
+        # was stopped), and its model.safetensors holds early weights that training will replace.
+        if not (run_dir / "results.json").is_file():
+            raise ArtifactError(f"{run_dir}: the run has not finished (no results.json): it is still training or was "
+                                "stopped; wait for it, or `llm4cdsr train --resume` it, then recommend")
+        try:
+            model, cfg, info = load_run(run_dir)
+        except RunError as e:
+            raise ArtifactError(str(e)) from None
         # A run lives in <workspace>/runs/<name>; that beats a relative path recorded at training time.
         ws = Workspace(run_dir.resolve().parent.parent)
         if not (ws.dataset_dir / "meta.json").is_file():
             ws = Workspace(cfg["workspace"])
         dataset = PreparedDataset.load(ws.dataset_dir)
         if info.get("fingerprint") and info["fingerprint"] != dataset_fingerprint(dataset):
-            raise ValueError(f"{run_dir}: the dataset in {ws.dataset_dir} changed since this run was trained; train again")
+            raise ArtifactError(f"{run_dir}: the dataset in {ws.dataset_dir} changed since this run was trained; train again")
         return cls(model, cfg, info, dataset, run_dir, ws)
 
     # ----- ids ----------------------------------------------------------------------------------
@@ -102,19 +115,32 @@ class TrainedRecommender:
                           exclude_seen: bool = True) -> pd.DataFrame:
         """Top-k items after a history given as raw item ids (oldest first): for users not in training.
 
-        Items of the history that the dataset does not know are skipped (the encoder reads ids);
-        an empty history after that is an error. The user_id column is None.
+        Items of the history that the dataset does not know are skipped (the encoder reads ids) and
+        listed in the frame's `attrs["unknown_history_ids"]` (and logged); an empty history after
+        that is an error. The user_id column is None.
         """
         history = [self._items[str(i)] for i in raw_item_ids if str(i) in self._items]
+        unknown = [str(i) for i in raw_item_ids if str(i) not in self._items]
         if not history:
-            raise ValueError("none of the history's item ids is known to this run's dataset")
+            raise ValueError(f"none of the history's {len(unknown)} item ids is known to this run's dataset")
+        if unknown:
+            log.warning("history: %d of %d item ids unknown to this run's dataset, left out: %s",
+                        len(unknown), len(raw_item_ids), listing(unknown))
         items = self._recommend_many([np.asarray(history, dtype=np.int64)], [None], k, domain, exclude_seen)[0]
-        return _frame([None] * len(items), items)
+        frame = _frame([None] * len(items), items)
+        frame.attrs["unknown_history_ids"] = unknown
+        return frame
 
     def recommend_batch(self, user_ids: Iterable[str], k: int = 10, domain: str | None = None, exclude_seen: bool = True,
-                        batch_size: int = 512) -> pd.DataFrame:
-        """One row per (user, rank), users in the order given: the columns of `COLUMNS`."""
+                        batch_size: int = 512, skip_unknown: bool = False) -> pd.DataFrame:
+        """One row per (user, rank), users in the order given: the columns of `COLUMNS`.
+
+        An unknown user is an UnknownUserError, or with `skip_unknown` left out and listed in the
+        frame's `attrs["unknown_users"]` (one stray id need not fail a whole batch)."""
         ids = [str(u) for u in user_ids]
+        unknown = [u for u in ids if u not in self._users] if skip_unknown else []
+        if unknown:
+            ids = [u for u in ids if u in self._users]
         index = [self.user_index(u) for u in ids]
         users: list[str] = []
         items: list[dict] = []
@@ -124,7 +150,9 @@ class TrainedRecommender:
             for uid, rows in zip(ids[start:start + batch_size], recs):
                 users += [uid] * len(rows)
                 items += rows
-        return _frame(users, items)
+        frame = _frame(users, items)
+        frame.attrs["unknown_users"] = unknown
+        return frame
 
     def _table(self, d: int) -> torch.Tensor | None:
         """The domain's item table, computed once (None for models that score without one)."""
@@ -185,13 +213,20 @@ class TrainedRecommender:
     # ----- inductive items ----------------------------------------------------------------------
     @torch.no_grad()
     def add_items(self, items: pd.DataFrame) -> int:
-        """Make items that were not in training recommendable (inductive scoring).
+        """Make items that were not in training recommendable (inductive scoring); returns how many.
 
         `items` has item_id, domain, title (and any text columns the embed template uses). Their
-        texts are embedded with the run's embedding model and projected with the saved PCA
-        (global, and the domain's local PCA); the model scores them through its global adapter
-        plus, with the default frozen PCA local tables, their local PCA vectors, which is exactly
-        what a trained item's score is made of. Only LLM-vector models can do this.
+        texts are embedded with the run's embedding model and projected with the saved PCA (global,
+        and the domain's local PCA). The global part of the score is exact: the global adapter reads
+        the PCA vector of any text. The local part needs a vector in the local table's space: with
+        frozen PCA tables that is the item's local PCA vector, exactly what a trained row is; with
+        learned tables (the default) it is `learned_local_vectors`: a ridge map from the PCA view to
+        the learned rows, corrected by the residuals of the item's nearest trained items, so an item
+        whose text is a trained item's gets that item's learned row (README: the held-out measure).
+
+        Rows whose id the run already knows, or whose domain is not one of the run's, are left out
+        and listed in `self.skipped_new_items` (and logged); an id that is a missing-value marker
+        ("nan") or empty is an error.
         """
         # Imported here, not at the top: llm.stages and llm.pca bring sklearn, scipy and httpx,
         # 1.6 s of CPU at start-up (measured, `import llm4cdsr.llm.stages` after torch and pandas)
@@ -205,12 +240,29 @@ class TrainedRecommender:
             raise NotImplementedError(f"model {self.cfg['model']['name']} scores items by id only; it cannot score new items")
         missing = {"item_id", "domain", "title"} - set(items.columns)
         if missing:
-            raise ValueError(f"new items need the columns item_id, domain, title (missing: {', '.join(sorted(missing))})")
-        known = items["item_id"].astype(str).isin(self._items.keys())
-        items = items[~known]
+            raise ValueError(f"new items need the columns item_id, domain, title (missing: {', '.join(sorted(missing))}; "
+                             f"it has {', '.join(map(str, items.columns))})")
+        ids = items["item_id"].astype(str).str.strip()
+        bad = ids[(ids == "") | ids.isin(MISSING_MARKERS)]
+        if len(bad):
+            raise ValueError(f"new items: {len(bad)} row(s) with item_id {bad.iloc[0]!r} (row {int(bad.index[0]) + 1}), "
+                             "which is how a missing value is written, not an id")
+        items = items.assign(item_id=ids)
+        known = items["item_id"].isin(self._items.keys())
+        foreign = ~items["domain"].astype(str).isin(self.domains)
+        self.skipped_new_items = {"known_id": items.loc[known, "item_id"].tolist(),
+                                  "unknown_domain": items.loc[foreign & ~known, "item_id"].tolist()}
+        if known.any():
+            log.warning("new items: %d id(s) already in the run's dataset left out (scored as trained items): %s",
+                        int(known.sum()), listing(self.skipped_new_items["known_id"]))
+        if (foreign & ~known).any():
+            log.warning("new items: %d row(s) with a domain other than %s left out: %s", int((foreign & ~known).sum()),
+                        " / ".join(self.domains), listing(self.skipped_new_items["unknown_domain"]))
+        items = items[~known & ~foreign]
         pca = load_file(str(self.workspace.embed_dir / "pca.safetensors"))
         cfg = dict(self.cfg, workspace=str(self.workspace.root))
         embedder = make_embedder(cfg, stage="recommend", progress=False)
+        has_local = getattr(self.model, "score_split", None) is not None
         frozen_local = bool(self.cfg["model"].get("freeze_local", True)) and self.cfg["model"].get("local_init") == "pca"
         added = 0
         try:
@@ -220,10 +272,18 @@ class TrainedRecommender:
                     continue
                 raw = embedder.embed(item_texts(part, cfg))
                 g = project(raw, pca["global.mean"], pca["global.components"])
-                local = project(raw, pca[f"local.{name}.mean"], pca[f"local.{name}.components"]) if frozen_local else None
+                local = None
+                if has_local:
+                    hidden = self.cfg["model"]["hidden"]
+                    pca_view = _pad(project(raw, pca[f"local.{name}.mean"], pca[f"local.{name}.components"]), hidden)
+                    if frozen_local:
+                        local = pca_view
+                    else:
+                        trained = self._table(d)[1:, self.model.score_split:].numpy()  # (n_d, H) learned rows
+                        local = learned_local_vectors(pca_view, _pad(pca[f"local.{name}"][1:], hidden), trained)
                 self._new_items[d] = {
                     "global": torch.as_tensor(_pad(g, self.model.global_items.llm_vectors.shape[1])),
-                    "local": torch.as_tensor(_pad(local, self.cfg["model"]["hidden"])) if local is not None else None,
+                    "local": torch.as_tensor(local) if local is not None else None,
                     "raw_ids": part["item_id"].astype(str).tolist(),
                     "titles": part["title"].fillna("").astype(str).tolist(),
                 }
@@ -265,6 +325,45 @@ def _frame(users: list[str | None], items: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(items, columns=COLUMNS[1:])
     frame.insert(0, "user_id", pd.Series(users, dtype=object))
     return frame.astype({"rank": "int64", "score": "float64", "new": "bool"})
+
+
+# Inductive local vectors (add_items): ridge strength of the PCA -> learned map, and the
+# neighbour weighting of its residuals (softmax over cosine similarity / RESIDUAL_TEMPERATURE among
+# the NEIGHBOURS nearest trained items). Chosen on the held-out-items measure (README).
+RIDGE = 1.0
+NEIGHBOURS = 10
+RESIDUAL_TEMPERATURE = 0.005
+
+
+def learned_local_vectors(pca_view: np.ndarray, trained_pca: np.ndarray, trained_rows: np.ndarray, ridge: float = RIDGE,
+                          neighbours: int = NEIGHBOURS, temperature: float | None = RESIDUAL_TEMPERATURE) -> np.ndarray:
+    """Local vectors for unseen items under learned local tables: (n, H) from their local PCA
+    vectors `pca_view`, given the trained items' PCA vectors (n_d, H) and learned rows (n_d, H).
+
+    A ridge map W (with intercept) from the PCA view to the learned rows carries what training did
+    to the whole table; each trained row differs from the map by its own residual, and a new item
+    takes the residuals of its nearest trained items in the PCA view, weighted by a sharp softmax
+    of cosine similarity (temperature None: the map alone). A text identical to a trained item's
+    gets that item's row (its weight is 1 up to the softmax's tail).
+    """
+    x = np.asarray(trained_pca, dtype=np.float64)
+    y = np.asarray(trained_rows, dtype=np.float64)
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc = x - x_mean
+    w = np.linalg.solve(xc.T @ xc + ridge * np.eye(x.shape[1]), xc.T @ (y - y_mean))  # (H, H)
+    fitted = lambda v: (np.asarray(v, dtype=np.float64) - x_mean) @ w + y_mean
+    out = fitted(pca_view)  # (n, H)
+    if temperature is not None:
+        residuals = y - fitted(x)  # (n_d, H)
+        unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        sims = unit(np.asarray(pca_view, dtype=np.float64)) @ unit(x).T  # (n, n_d)
+        k = min(neighbours, x.shape[0])
+        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (n, k)
+        near_sims = np.take_along_axis(sims, near, axis=1)
+        weights = np.exp((near_sims - near_sims.max(1, keepdims=True)) / temperature)
+        weights /= weights.sum(1, keepdims=True)
+        out = out + np.einsum("nk,nkh->nh", weights, residuals[near])
+    return out.astype(np.float32)
 
 
 def _pad(x: np.ndarray | None, width: int) -> np.ndarray | None:
