@@ -22,25 +22,22 @@ trained again (--retrain-archived to train it anyway, e.g. after a change to the
 the config it gets now differs from the archived one (a changed preset or default): such a stale copy
 is left out of the table and trained again (a stale run in the workspace is first moved aside, to
 runs/<name>.stale-<n>).
+
+The machinery is the package's (`llm4cdsr.benchmark`, the `llm4cdsr benchmark` command on any config):
+this script adds its variants, the authors'-setting rescoring and its own table (`compare`'s).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from llm4cdsr.benchmark import ARCHIVED, Benchmark, train_all
 from llm4cdsr.cli.compare import compare_table
-from llm4cdsr.config import load_config
 from llm4cdsr.io import read_json
-from llm4cdsr.training.run import resumes_as_is
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,128 +139,27 @@ CHIMERIC = ("authors-setting", "authors-setting-noncausal")
 ONE_ITEM_RESULTS = "results-one-item.json"
 
 
-def resolve_overrides(label: str, config: str) -> tuple[str, list[str]]:
-    """(preset, overrides) of a variant; the FLIP_* entries become the opposite of the preset's value."""
-    overrides = list(VARIANTS[label])
-    if overrides and overrides[0].startswith("CONFIG="):
-        config = overrides.pop(0).split("=", 1)[1]
-    model = load_config([config])["model"]
-    if overrides == ["FLIP_FREEZE"]:
-        overrides = [f"model.freeze_local={'false' if model['freeze_local'] else 'true'}"]
-    if overrides == ["FLIP_BETA"]:
-        overrides = [f"model.beta={0 if model['beta'] > 0 else 1}"]
-    return config, overrides
+class FoodKitchen(Benchmark):
+    """The package's benchmark with this script's variants; the authors'-setting runs are also
+    rescored with one item per candidate after training (ONE_ITEM_RESULTS, archived too)."""
+
+    def done_files(self, label: str) -> tuple[str, ...]:
+        return ("results.json", ONE_ITEM_RESULTS) if label in CHIMERIC else ("results.json",)
+
+    def after_run(self, label: str, run_dir: Path, log) -> int:
+        if label not in CHIMERIC or (run_dir / ONE_ITEM_RESULTS).is_file():
+            return 0
+        # The same weights on the honest ruler: each candidate one item in both parts.
+        return subprocess.call([sys.executable, "-m", "llm4cdsr", "evaluate", str(run_dir), "eval.chimeric_negatives=false",
+                                "-o", str(run_dir / ONE_ITEM_RESULTS)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
-def run_arguments(label: str, seed: int, args) -> tuple[str, list[str]]:
-    """(preset, overrides) that `llm4cdsr run` gets for (label, seed), apart from threads and stages."""
-    config, overrides = resolve_overrides(label, args.config)
-    return config, [f"seed={seed}", f"train.epochs={args.epochs}", "train.progress=false", f"run.name={label}-seed{seed}",
-                    *args.set, *(o.replace("{seed}", str(seed)) for o in overrides)]
-
-
-def is_current(run_dir: Path, label: str, seed: int, args) -> bool:
-    """The run in `run_dir` was made with the config (label, seed) gets today: a preset or a default
-    that changed since makes an archived run stale (a key added since, at its default, does not)."""
-    config, overrides = run_arguments(label, seed, args)
-    return resumes_as_is(run_dir, load_config([config], [f"workspace={args.workspace}", *overrides]))
-
-
-def set_aside_stale(label: str, seed: int, args) -> Path | None:
-    """A workspace run of (label, seed) made with another config than it gets now (a changed preset or
-    default) cannot be continued: it is moved to <name>.stale-<n> beside it (kept, not deleted), so
-    that the run can be made again under its name. Returns where it went."""
-    run_dir = Path(args.workspace) / "runs" / f"{label}-seed{seed}"
-    if not (run_dir / "config.yaml").is_file() or is_current(run_dir, label, seed, args):
-        return None
-    n = 1
-    while (aside := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
-        n += 1
-    run_dir.rename(aside)
-    print(f"{run_dir}: made with another config than {label} gets now; moved to {aside.name}", flush=True)
-    return aside
-
-
-def run_one(label: str, seed: int, args, threads: int, stages: str = "train") -> tuple[str, int, float]:
-    config, overrides = run_arguments(label, seed, args)
-    if "train" in stages:
-        set_aside_stale(label, seed, args)
-    cmd = [sys.executable, "-m", "llm4cdsr", "run", "-c", config, "-w", args.workspace,
-           f"train.num_threads={threads}", f"run.stages=[{stages}]", *overrides]
-    log = Path(args.workspace) / "logs" / f"{label}-seed{seed}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(log, "a", encoding="utf-8") as f:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-        run_dir = Path(args.workspace) / "runs" / f"{label}-seed{seed}"
-        if rc == 0 and label in CHIMERIC and "train" in stages and not (run_dir / ONE_ITEM_RESULTS).is_file():
-            # The same weights on the honest ruler: each candidate one item in both parts.
-            rc = subprocess.call([sys.executable, "-m", "llm4cdsr", "evaluate", str(run_dir), "eval.chimeric_negatives=false",
-                                  "-o", str(run_dir / ONE_ITEM_RESULTS)], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if rc == 0:
-        archive_run(run_dir, Path(args.archive))
-    return label, rc, time.perf_counter() - started
-
-
-# What of a finished run the table needs (config, test metrics, per-user ranks for the t-tests) and
-# its training log (the validation curve). The workspace is not kept between machines; these are.
-ARCHIVED = ("config.yaml", "results.json", "train.log", ONE_ITEM_RESULTS)
-# Of ranks.parquet, the columns the t-tests read (0.4 MB a Food x Kitchen run instead of 0.8 MB).
-ARCHIVED_RANKS = ["user_idx", "rank_sampled", "rank_full"]
-
-
-def archive_run(run_dir: Path, archive: Path) -> None:
-    """Copy a finished run's table inputs to archive/<run name>/, replacing an older copy whole;
-    nothing to do when the copy is as new as the run's results."""
-    results, target = run_dir / "results.json", archive / run_dir.name
-    copy = target / "results.json"
-    if not results.is_file() or (copy.is_file() and copy.stat().st_mtime >= results.stat().st_mtime):
-        return
-    tmp = archive / f".{run_dir.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in ARCHIVED:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, tmp / name)
-    ranks = pd.read_parquet(run_dir / "ranks.parquet", columns=ARCHIVED_RANKS)
-    ranks.to_parquet(tmp / "ranks.parquet", index=False, compression="zstd")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-
-
-def finished_run(label: str, seed: int, args, needs: str = "results.json") -> Path | None:
-    """The run folder of (label, seed): the workspace's, else the archived copy, else None; a copy
-    made with another config than (label, seed) gets today is stale and not used."""
-    for root in (Path(args.workspace) / "runs", Path(args.archive)):
-        run_dir = root / f"{label}-seed{seed}"
-        if (run_dir / needs).is_file():
-            if is_current(run_dir, label, seed, args):
-                return run_dir
-            print(f"{run_dir}: made with another config than {label} gets now; left out")
-    return None
-
-
-def runs_to_train(labels: list[str], seeds: list[int], args) -> list[tuple[str, int]]:
-    """(label, seed) pairs to hand to `llm4cdsr run`, seed by seed: all but those only the archive
-    holds (a run finished in the workspace is handed over too: `run` skips it or finishes its stages)."""
-    def archived_only(label: str, seed: int) -> bool:
-        name = f"{label}-seed{seed}"
-        archived = Path(args.archive) / name
-        return ((archived / "results.json").is_file() and not (Path(args.workspace) / "runs" / name).is_dir()
-                and is_current(archived, label, seed, args))
-
-    return [(label, seed) for seed in seeds for label in labels if args.retrain_archived or not archived_only(label, seed)]
-
-
-def missing_needs(todo: list[tuple[str, int]], args) -> list[tuple[str, int]]:
-    """The runs that the variants of `todo` start from (NEEDS) and the workspace lacks with weights
-    (an archived copy has none): to train before them."""
-    def usable(label: str, seed: int) -> bool:
-        run_dir = Path(args.workspace) / "runs" / f"{label}-seed{seed}"
-        return all((run_dir / f).is_file() for f in ("results.json", "model.safetensors")) and is_current(run_dir, label, seed, args)
-
-    needed = dict.fromkeys((need, seed) for label, seed in todo for need in NEEDS.get(label, ()))
-    return [(label, seed) for label, seed in needed if not usable(label, seed)]
+def benchmark(args) -> FoodKitchen:
+    """The package's Benchmark for this script's arguments (the same run names, overrides and archive)."""
+    return FoodKitchen(config=args.config, workspace=Path(args.workspace), archive=Path(args.archive), variants=VARIANTS,
+                       names=NAMES, needs=NEEDS, epochs=args.epochs, overrides=list(args.set),
+                       retrain_archived=args.retrain_archived, stages=tuple(getattr(args, "stages", "train").split(",")),
+                       cwd=ROOT, archived_files=(*ARCHIVED, ONE_ITEM_RESULTS))
 
 
 def main() -> int:
@@ -295,44 +191,25 @@ def main() -> int:
     unknown = set(labels) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+    failed = []
     if not args.table_only:
-        todo = runs_to_train(labels, seeds, args)
-        # One thread per job: OpenMP threads of several processes fighting over few cores are far
-        # slower than the same work done one thread each.
-        threads = args.threads or max((os.cpu_count() or 1) // args.jobs, 1)
-        stages = args.stages.split(",")
-        llm_stages = [s for s in stages if s in ("prepare", "embed", "profile")]
-        if llm_stages:
-            # The data and LLM artifacts are made once, by the reference model (it reads all of them),
-            # before any training starts, so no two jobs build them at once. They do not depend on
-            # the run seed: every variant and seed trains on the same ones.
-            label, rc, seconds = run_one(next(iter(VARIANTS)), seeds[0], args, os.cpu_count() or 1, ",".join(llm_stages))
-            print(f"data and LLM artifacts: rc {rc}, {seconds:.0f} s", flush=True)
-            if rc:
-                return rc
-        train_stages = ",".join(s for s in stages if s not in llm_stages)
-        # What others start from first, then the rest (a run already done is skipped by `run`).
-        for phase in (missing_needs(todo, args), todo):
-            with ThreadPoolExecutor(args.jobs) as pool:
-                for label, rc, seconds in pool.map(lambda t: run_one(t[0], t[1], args, threads, train_stages), phase):
-                    print(f"{label}: rc {rc}, {seconds:.0f} s", flush=True)
+        # The data and LLM artifacts first (once), then what others start from, then the rest.
+        failed = [o for o in train_all(benchmark(args), labels, seeds, args.jobs, args.threads) if o.status == "failed"]
     write_table(args, labels, seeds)
-    return 0
+    for o in failed:
+        print(f"failed: {o.label} seed {o.seed} (exit {o.rc}): {o.message}; log: {o.log}")
+    return 1 if failed else 0
 
 
 def write_table(args, labels: list[str], seeds: list[int]) -> None:
+    bench = benchmark(args)
     for label in labels:  # runs finished by an earlier version of this script, or by hand
         for s in seeds:
-            archive_run(Path(args.workspace) / "runs" / f"{label}-seed{s}", Path(args.archive))
-    model = load_config([args.config])["model"]
-    states = ("frozen, as in the authors' code", "learned")
-    flipped, preset = (states[1], states[0]) if model["freeze_local"] else states
-    preset_beta = model["beta"]
-    names = {label: name.format(flipped=flipped, preset=preset, beta=0 if preset_beta > 0 else 1, preset_beta=preset_beta)
-             for label, name in NAMES.items()}
+            bench.archive_run(bench.workspace_run(label, s))
+    names = bench.display_names()
     # The runs scored on the authors' chimeric ruler have a table of their own (both rulers).
     found = {run: names[label] for label in labels if label not in CHIMERIC for s in seeds
-             if (run := finished_run(label, s, args)) is not None}
+             if (run := bench.finished_run(label, s)) is not None}
     if not found:
         print("no finished runs yet")
         return
@@ -341,7 +218,7 @@ def write_table(args, labels: list[str], seeds: list[int]) -> None:
     parts = []
     for mode in ("sampled", "full"):
         parts.append(compare_table(runs, reference, "ndcg@10", mode, markdown=True, labels=found))
-    parts.append(authors_ruler_table(args, [label for label in labels if label in CHIMERIC], seeds, names))
+    parts.append(authors_ruler_table(bench, [label for label in labels if label in CHIMERIC], seeds, names))
     table = "\n\n".join(p for p in parts if p) + "\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -351,12 +228,12 @@ def write_table(args, labels: list[str], seeds: list[int]) -> None:
         put_between_markers(Path(args.readme), table)
 
 
-def authors_ruler_table(args, labels: list[str], seeds: list[int], names: dict[str, str]) -> str:
+def authors_ruler_table(bench: Benchmark, labels: list[str], seeds: list[int], names: dict[str, str]) -> str:
     """The authors'-setting runs on both rulers: their chimeric one (results.json) and one item per
     candidate (the same weights rescored), sampled test hit@10 / ndcg@10, mean over seeds."""
     rows = []
     for label in labels:
-        done = [run for s in seeds if (run := finished_run(label, s, args, ONE_ITEM_RESULTS)) is not None]
+        done = [run for s in seeds if (run := bench.finished_run(label, s, ONE_ITEM_RESULTS)) is not None]
         if not done:
             continue
         cells = []
