@@ -359,21 +359,20 @@ class Benchmark:
         status = "trained" if rc == 0 else "failed"
         return Outcome(label, seed, status, time.perf_counter() - started, rc, log, "" if rc == 0 else _last_line(log), name)
 
-    def artifact_runs(self, labels: list[str], seed: int) -> list[str]:
-        """One variant per set of data and LLM settings, the one reading most of the artifacts (profiles
-        imply item vectors): its run of the LLM stages makes what every variant of that set reads."""
-        chosen: dict[str, tuple[int, str]] = {}
-        for label in labels:
+    def artifact_runs(self, labels: list[str], seed: int) -> list[list[str]]:
+        """The variants by set of data and LLM settings, those reading most of the artifacts first
+        (profiles imply item vectors): the first of a set whose run of the LLM stages succeeds makes what
+        every variant of that set reads."""
+        groups: dict[str, list[tuple[int, int, str]]] = {}
+        for i, label in enumerate(labels):
             try:
                 cfg = self.run_config(label, seed)
             except (ConfigError, BenchmarkError):
                 continue  # reported when the variant runs
             key = stable_hash([cfg.get("data"), cfg.get("embed"), cfg.get("profile"), self.resolve_overrides(label)[0]])
             needs = model_needs(cfg["model"])
-            weight = 2 if "profiles" in needs else len(needs)
-            if key not in chosen or weight > chosen[key][0]:
-                chosen[key] = (weight, label)
-        return [label for _, label in chosen.values()]
+            groups.setdefault(key, []).append((-(2 if "profiles" in needs else len(needs)), i, label))
+        return [[label for _, _, label in sorted(members)] for members in groups.values()]
 
 
 def set_aside(run_dir: Path, cfg: dict, label: str, echo: Callable[[str], None]) -> Path | None:
@@ -449,18 +448,20 @@ def threads_per_job(jobs: int, threads: int) -> int:
 
 
 def make_artifacts(bench: Benchmark, labels: list[str], seed: int) -> list[Outcome]:
-    """The data and LLM artifacts, made once before any training (so no two jobs build them at once)."""
+    """The data and LLM artifacts, made once before any training (so no two jobs build them at once);
+    a variant whose run of them fails (e.g. a bad override) hands over to the next of its set. Returns
+    the failed sets' last outcome (empty: every set made)."""
     stages = [s for s in bench.stages if s in LLM_STAGES]
-    if not stages:
-        return []
-    outcomes = []
-    for label in bench.artifact_runs(labels, seed):
-        o = bench.run_one(label, seed, os.cpu_count() or 1, stages)
-        if o.status == "trained":
-            o.status = "finished"
-        bench.echo(f"data and LLM artifacts ({label}): {'ok' if o.rc == 0 else 'FAILED: ' + o.message}, {_duration(o.seconds)}")
-        outcomes.append(o)
-    return outcomes
+    failed = []
+    for candidates in (bench.artifact_runs(labels, seed) if stages else []):
+        for label in candidates:
+            o = bench.run_one(label, seed, os.cpu_count() or 1, stages)
+            bench.echo(f"data and LLM artifacts ({label}): {'ok' if o.rc == 0 else 'FAILED: ' + o.message}, {_duration(o.seconds)}")
+            if o.rc == 0:
+                break
+        else:
+            failed.append(o)
+    return failed
 
 
 @dataclass
@@ -497,8 +498,8 @@ def train_all(bench: Benchmark, labels: list[str], seeds: list[int], jobs: int =
     else:
         pending = todo
         artifacts = [] if artifacts_made else make_artifacts(bench, [label for label in labels if any(t[0] == label for t in todo)], seeds[0])
-        if any(o.rc for o in artifacts):
-            return artifacts + [Outcome(label, seed, "failed", rc=1, message="the data and LLM artifacts could not be made")
+        if artifacts:
+            return [Outcome(label, seed, "failed", rc=1, message="the data and LLM artifacts could not be made")
                                 for label, seed in todo]
     first = bench.missing_needs(pending)
     rest = [t for t in todo if t not in first]
@@ -925,7 +926,7 @@ def run_benchmark(bench: Benchmark, labels: list[str], seeds: list[int], out: Pa
     summary = Summary()
     previous = read_tuning(out, bench.archive)
     if tune_grid is not None and not table_only:
-        if any(o.rc for o in make_artifacts(bench, labels, seeds[0])):
+        if make_artifacts(bench, labels, seeds[0]):
             summary.outcomes = [Outcome(label, s, "failed", rc=1, message="the data and LLM artifacts could not be made")
                                 for label in labels for s in seeds]
             return summary
