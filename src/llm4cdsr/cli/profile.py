@@ -5,6 +5,7 @@ import argparse
 import json
 
 from llm4cdsr.cli.common import CliError, add_config_args, config_from_args
+from llm4cdsr.cli.embed import add_batch_args, batch_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even if the artifacts are current (cached calls are reused)")
-    p.add_argument("--dry-run", action="store_true", help="print the chat calls and tokens a run would spend, and stop")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the chat calls and tokens a run would spend, and stop")
+    add_batch_args(mode, p, "the next round of calls the cache lacks (analyses, then summaries, then the profiles' "
+                            "embeddings with embed.backend=openai)")
     p.set_defaults(func=run)
 
 
@@ -25,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from llm4cdsr.llm.stages import dry_run_profile, run_profile
 
     cfg = config_from_args(args)
+    if args.write_batch or args.read_batch:
+        return batch_command(args, cfg, "profile")
     try:
         if args.dry_run:
             print(json.dumps(dry_run_profile(cfg), indent=2))

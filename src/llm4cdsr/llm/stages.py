@@ -24,6 +24,21 @@ from safetensors.numpy import save_file
 from llm4cdsr import __version__
 from llm4cdsr.data.dataset import PreparedDataset
 from llm4cdsr.io import atomic_dir, read_json, save_npy, stable_hash, write_json
+from llm4cdsr.llm.batch import (
+    CHAT_URL,
+    EMBEDDINGS_URL,
+    MAX_SHARD_MB,
+    MAX_SHARD_REQUESTS,
+    BatchChat,
+    BatchError,
+    PendingCalls,
+    chat_body,
+    chat_identity_openai,
+    embedding_identity_openai,
+    import_results,
+    missing_texts,
+    write_requests,
+)
 from llm4cdsr.llm.cache import Cache, make_keys, namespace
 from llm4cdsr.llm.chat import CachedChat, chat_identity, make_chat_backend
 from llm4cdsr.llm.embedders import CachedEmbedder, make_raw_embedder
@@ -43,7 +58,8 @@ from llm4cdsr.workspace import ArtifactError, Workspace, profile_dir
 log = logging.getLogger(__name__)
 
 __all__ = ["run_embed", "run_profile", "embed_is_current", "profile_is_current", "make_embedder", "item_texts",
-           "profile_dir", "dry_run_profile", "embed_config_hash", "profile_config_hash"]
+           "profile_dir", "dry_run_profile", "embed_config_hash", "profile_config_hash", "write_embed_batch",
+           "write_profile_batch", "read_batch"]
 
 # Keys that change how a stage runs but not what it makes: left out of the config hash.
 _EMBED_RUNTIME_KEYS = {"base_url", "api_key_env", "batch_size", "concurrency", "timeout_s", "max_retries", "backoff_s",
@@ -341,3 +357,77 @@ def _build_profiles(cfg: dict, out_dir: Path) -> dict:
     log.info("profile: wrote %s: %d users (%s), %d chat calls, %.1f s", out_dir, len(users),
              ", ".join(f"{k} {v}" for k, v in report["sources"].items()), report["chat_calls"], report["time_s"]["total"])
     return meta
+
+
+# ----- batch files --------------------------------------------------------------------------
+def _embedding_requests(fixed: dict, keys: list[bytes], texts: list[str]):
+    # One text per request, as a list (what the live client sends): one result, one cache key.
+    return ((k.hex(), {**fixed, "input": [t]}) for k, t in zip(keys, texts))
+
+
+def _batch_manifest(cfg: dict, stage: str, round_name: str, kind: str, model: str) -> dict:
+    return {"stage": stage, "round": round_name, "kind": kind, "model": model, "created": _now(),
+            "llm4cdsr_version": __version__, "workspace": str(Path(cfg["workspace"]).resolve())}
+
+
+def write_embed_batch(cfg: dict, folder: str | Path, shard_requests: int = MAX_SHARD_REQUESTS,
+                      shard_mb: float = MAX_SHARD_MB) -> dict:
+    """The item embeddings the cache lacks, as batch request files in `folder/item-embeddings/`.
+    Returns what was written ({"round": None, ...} when nothing is missing)."""
+    ws = Workspace(cfg["workspace"])
+    ns, fixed = embedding_identity_openai(cfg["embed"], "embed")
+    texts = item_texts(PreparedDataset.load(ws.dataset_dir).items, cfg)
+    with Cache(ws.cache_path) as cache:
+        keys, missing = missing_texts(ns, texts, cache)
+    if not missing:
+        return {"round": None, "requests": 0, "next": "every item embedding is cached: `llm4cdsr embed` makes no call"}
+    manifest = write_requests(Path(folder) / "item-embeddings", EMBEDDINGS_URL, _embedding_requests(fixed, keys, missing),
+                              _batch_manifest(cfg, "embed", "item-embeddings", "embedding", fixed["model"]),
+                              shard_requests, shard_mb)
+    return {**manifest, "folder": str(Path(folder) / "item-embeddings")}
+
+
+def write_profile_batch(cfg: dict, folder: str | Path, shard_requests: int = MAX_SHARD_REQUESTS,
+                        shard_mb: float = MAX_SHARD_MB) -> dict:
+    """The profile stage's next round of calls the cache lacks, as batch request files in
+    `folder/<round>/`: the cluster analyses (analyzer), their retries, the summaries (summarizer,
+    built from the imported analyses), their retries, then the profile texts' embeddings when
+    embed.backend is openai. Each round needs the one before it imported (`read_batch`); the stage
+    is run up to the first call the cache cannot answer, so the requests are those a live run
+    would send, checks and retries included."""
+    if not embed_is_current(cfg):
+        raise BatchError("profile: the item embeddings are missing or stale (profiles are clustered on them): "
+                         "run `llm4cdsr embed` first (or its --write-batch and --read-batch)")
+    prof = cfg["profile"]
+    ns, fixed = chat_identity_openai(prof)
+    _, _, _, groups, titles = _user_clusters(cfg)
+    ws = Workspace(cfg["workspace"])
+    with Cache(ws.cache_path) as cache:
+        try:
+            texts, _, _ = llm_profiles(groups.user_clusters(), titles, BatchChat(ns, cache), prof)
+        except PendingCalls as pending:
+            out = Path(folder) / pending.round_name
+            manifest = write_requests(out, CHAT_URL, ((k.hex(), chat_body(fixed, r)) for k, r in
+                                                      zip(pending.keys, pending.requests)),
+                                      _batch_manifest(cfg, "profile", pending.round_name, "chat", fixed["model"]),
+                                      shard_requests, shard_mb)
+            return {**manifest, "folder": str(out)}
+        if cfg["embed"]["backend"] != "openai":
+            return {"round": None, "requests": 0,
+                    "next": f"every chat call is cached: `llm4cdsr profile` makes none (it embeds the profiles with "
+                            f"embed.backend={cfg['embed']['backend']})"}
+        ens, efixed = embedding_identity_openai(cfg["embed"], "profile")
+        keys, missing = missing_texts(ens, texts, cache)
+    if not missing:
+        return {"round": None, "requests": 0, "next": "every call is cached: `llm4cdsr profile` makes none"}
+    out = Path(folder) / "profile-embeddings"
+    manifest = write_requests(out, EMBEDDINGS_URL, _embedding_requests(efixed, keys, missing),
+                              _batch_manifest(cfg, "profile", "profile-embeddings", "embedding", efixed["model"]),
+                              shard_requests, shard_mb)
+    return {**manifest, "folder": str(out)}
+
+
+def read_batch(cfg: dict, folder: str | Path) -> dict:
+    """Import every batch result file under `folder` into the workspace's call cache."""
+    with Cache(Workspace(cfg["workspace"]).cache_path) as cache:
+        return import_results(Path(folder), cache).as_dict()
