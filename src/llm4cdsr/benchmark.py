@@ -216,7 +216,8 @@ class Benchmark:
             overrides = [flips.get(o, o) for o in overrides]
         return config, overrides
 
-    def run_arguments(self, label: str, seed: int, name: str | None = None, extra: Iterable[str] = ()) -> tuple[str | None, list[str]]:
+    def run_arguments(self, label: str, seed: int, name: str | None = None,
+                      extra: Iterable[str] = ()) -> tuple[str | None, list[str]]:
         """(config, overrides) that `llm4cdsr run` gets for (label, seed), apart from threads and stages."""
         config, overrides = self.resolve_overrides(label)
         epochs = [f"train.epochs={self.epochs}"] if self.epochs else []
@@ -321,7 +322,8 @@ class Benchmark:
         (an archived copy has none): to train before them."""
         def usable(label: str, seed: int) -> bool:
             run_dir = self.workspace_run(label, seed)
-            return all((run_dir / f).is_file() for f in ("results.json", "model.safetensors")) and self.is_current(run_dir, label, seed)
+            files = all((run_dir / f).is_file() for f in ("results.json", "model.safetensors"))
+            return files and self.is_current(run_dir, label, seed)
 
         needed = dict.fromkeys((need, seed) for label, seed in todo for need in self.needs.get(label, ()))
         return [(label, seed) for label, seed in needed if not usable(label, seed)]
@@ -456,7 +458,8 @@ def make_artifacts(bench: Benchmark, labels: list[str], seed: int) -> list[Outco
     for candidates in (bench.artifact_runs(labels, seed) if stages else []):
         for label in candidates:
             o = bench.run_one(label, seed, os.cpu_count() or 1, stages)
-            bench.echo(f"data and LLM artifacts ({label}): {'ok' if o.rc == 0 else 'FAILED: ' + o.message}, {_duration(o.seconds)}")
+            verdict = "ok" if o.rc == 0 else f"FAILED: {o.message}"
+            bench.echo(f"data and LLM artifacts ({label}): {verdict}, {_duration(o.seconds)}")
             if o.rc == 0:
                 break
         else:
@@ -497,7 +500,8 @@ def train_all(bench: Benchmark, labels: list[str], seeds: list[int], jobs: int =
         pending = []
     else:
         pending = todo
-        artifacts = [] if artifacts_made else make_artifacts(bench, [label for label in labels if any(t[0] == label for t in todo)], seeds[0])
+        pending_labels = [label for label in labels if any(t[0] == label for t in todo)]
+        artifacts = [] if artifacts_made else make_artifacts(bench, pending_labels, seeds[0])
         if artifacts:
             return [Outcome(label, seed, "failed", rc=1, message="the data and LLM artifacts could not be made")
                                 for label, seed in todo]
@@ -531,7 +535,8 @@ def choose_point(tried: list[tuple[dict, float]]) -> dict:
     return tried[best][0]
 
 
-def coordinate_search(start: dict, grid: dict[str, list], score: Callable[[list[dict]], list[float]]) -> tuple[dict, list[tuple[dict, float]]]:
+def coordinate_search(start: dict, grid: dict[str, list],
+                      score: Callable[[list[dict]], list[float | None]]) -> tuple[dict, list[tuple[dict, float | None]]]:
     """One key of `grid` at a time, in order: each of its values with the other keys at their best so
     far; `score` gets the points of one key (to train in parallel) and returns their validation scores.
     Returns (chosen point, every (point, score) tried)."""
@@ -608,7 +613,8 @@ def tune(bench: Benchmark, labels: list[str], seed: int, grid: dict[str, list], 
     record = {"seed": seed, "grid": grid, "search": "one key at a time, in the grid's order, from the config's point; "
               "chosen by the config's train.valid_metric on train.valid_mode of the validation split (results['valid'], "
               "the best epoch's); a tie keeps the earlier point", "variants": {}}
-    old = (previous or {}).get("variants", {}) if (previous or {}).get("grid") == grid and (previous or {}).get("seed") == seed else {}
+    previous = previous or {}
+    old = previous.get("variants", {}) if previous.get("grid") == grid and previous.get("seed") == seed else {}
     for label in labels:
         bench.tuned.pop(label, None)
         cfg = bench.run_config(label, seed)
@@ -661,7 +667,8 @@ def tune(bench: Benchmark, labels: list[str], seed: int, grid: dict[str, list], 
             continue
         record["variants"][label] = entry
         bench.tuned[label] = entry
-        bench.echo(f"tune {label}: chose {point_text(chosen)} (validation {metric} {max(s for _, s in tried if s is not None):.4f}, "
+        best = max(s for _, s in tried if s is not None)
+        bench.echo(f"tune {label}: chose {point_text(chosen)} (validation {metric} {best:.4f}, "
                    f"{len(tried)} points)")
     return record
 
@@ -832,10 +839,11 @@ def write_tables(bench: Benchmark, labels: list[str], seeds: list[int], out: Pat
     names = bench.display_names()
     settings = {label: "tuned: " + point_text(bench.tuned[label]["point"]) for label in groups if label in bench.tuned}
     summary = summary_frame(groups, names, metric, settings)
-    domains = read_json(groups[next(iter(groups))][0] / "results.json")["dataset"]["domains"]
+    first = next(iter(groups))  # the reference of the t-tests
+    domains = read_json(groups[first][0] / "results.json")["dataset"]["domains"]
     synthetic = any(read_json(r / "results.json").get("dataset", {}).get("synthetic") for runs in groups.values() for r in runs)
-    reference = groups[next(iter(groups))]
-    against = names.get(next(iter(groups)), next(iter(groups))) + (f" (per-user mean over its {len(reference)} runs)" if len(reference) > 1 else "")
+    n_ref = len(groups[first])
+    against = names.get(first, first) + (f" (per-user mean over its {n_ref} runs)" if n_ref > 1 else "")
     parts, tables = ([f"**{SYNTHETIC_NOTE}.**"] if synthetic else []), {}
     for mode in ("sampled", "full"):
         tables[mode] = display_table(summary, mode, metric, domains)
@@ -889,7 +897,8 @@ def _html(tables: dict[str, pd.DataFrame], summary: pd.DataFrame, metric: str, d
         png = base64.b64encode(bar_plot(summary, mode, metric, domains)).decode("ascii")
         parts += [f"<h2>Test, {MODE_TEXT[mode]}</h2>",
                   f"<p>Mean ± std over seeds; paired t-test of per-user {metric} against {against}.</p>",
-                  table.to_html(index=False, escape=True), f"<p><img alt='{mode} {metric}' src='data:image/png;base64,{png}'></p>"]
+                  table.to_html(index=False, escape=True),
+                  f"<p><img alt='{mode} {metric}' src='data:image/png;base64,{png}'></p>"]
     if tuning and tuning.get("variants"):
         grid = "; ".join(f"{k} in {{{', '.join(str(v) for v in vs)}}}" for k, vs in tuning["grid"].items())
         rows = "".join(f"<tr><td>{label}</td><td>{point_text(e['point'])}</td><td>{point_text(e['start'])}</td>"
