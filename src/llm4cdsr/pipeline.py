@@ -117,9 +117,12 @@ def run_pipeline(cfg: dict) -> Path:
     if "train" in stages:
         timed("train", lambda: train_stage(cfg, run_dir, dataset, force="train" in force))
     if "train" in stages and "report" in stages and baseline_configs(cfg):
-        # Seconds of work that give the first report a point of comparison.
+        # Seconds of work that give the first report a point of comparison (a line first: on real
+        # data they took 51 s with nothing on the screen).
+        log.info("baselines: training %s for the report's comparison", ", ".join(b["model"]["name"] for b in baseline_configs(cfg)))
         timed("baselines", lambda: [train_stage(b, run_dir_for(b), dataset) for b in baseline_configs(cfg)])
     if "report" in stages:
+        log.info("report: %s/report, unless current (plots and the item map take a while on real data)", run_dir)
         timed("report", lambda: report_stage(cfg, run_dir, force="report" in force))
     log.info("run %s done; stage seconds: %s", run_dir, ", ".join(f"{k} {v}" for k, v in timings.items()))
     return run_dir
