@@ -179,7 +179,9 @@ def template_profiles(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> 
 
     # Keywords: counts of (group, word) over every title of the group (frequent_keywords reads
     # them all, not only the recent ones); ties go to the word seen first, as Counter.most_common.
-    keywords: list[list[str]] = [[] for _ in range(len(sizes))]
+    # Containers are few on purpose: a list per group or user (hundreds of thousands) made the
+    # garbage collector's passes the largest cost; strings are not tracked by it.
+    keywords: dict[int, str] = {}  # group -> " Frequent words: a, b."
     if n_keywords > 0:
         take = sizes[group_of] >= 2  # a group of one title has no frequent words
         t_slot, t_group = slot[take], group_of[take]
@@ -187,32 +189,28 @@ def template_profiles(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> 
         # (W,) the words of each grouped title, in group, time and title order: the Counter's order.
         pos = np.arange(int(per.sum()), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)
         word = word_ids[np.repeat(word_offsets[t_slot], per) + pos]
-        key = np.repeat(t_group, per) * max(1, len(vocab)) + word
-        keys, first, counts = np.unique(key, return_index=True, return_counts=True)
+        width = max(1, len(vocab))
+        keys, first, counts = np.unique(np.repeat(t_group, per) * width + word, return_index=True, return_counts=True)
         keep = counts >= 2
         keys, first, counts = keys[keep], first[keep], counts[keep]
-        g = keys // max(1, len(vocab))
-        order = np.lexsort((first, -counts, g))
-        g, w = g[order], (keys % max(1, len(vocab)))[order]
-        rank = np.arange(len(g)) - np.searchsorted(g, g)  # 0-based place within its group
-        names = np.array(list(vocab), dtype=object)
-        for gi, name in zip(g[rank < n_keywords].tolist(), names[w[rank < n_keywords]].tolist()):
-            keywords[gi].append(name)
+        g = keys // width
+        order = np.lexsort((first, -counts, g))  # by group, count descending, first seen
+        g, w = g[order], (keys % width)[order]
+        top = (np.arange(len(g)) - np.searchsorted(g, g)) < n_keywords  # the first n_keywords of each group
+        g, names = g[top], np.array(list(vocab), dtype=object)[w[top]].tolist()
+        starts = (np.flatnonzero(np.r_[True, g[1:] != g[:-1]]).tolist() if len(g) else []) + [len(g)]
+        for a, b in zip(starts[:-1], starts[1:]):
+            keywords[int(g[a])] = " Frequent words: " + ", ".join(names[a:b]) + "."
 
     # Titles: the group's last max_titles items, oldest first.
     recent = np.arange(len(slot)) >= np.repeat(groups.offsets[1:], sizes) - n_titles
-    recent_offsets = np.concatenate([[0], np.cumsum(np.minimum(sizes, n_titles))]).tolist()
-    recent_titles_flat = [cleaned[i] for i in slot[recent].tolist()]
-    texts = []
-    for g_idx in range(len(sizes)):
-        text = "Interested in: " + "; ".join(recent_titles_flat[recent_offsets[g_idx]:recent_offsets[g_idx + 1]]) + "."
-        if keywords[g_idx]:
-            text += " Frequent words: " + ", ".join(keywords[g_idx]) + "."
-        texts.append(text)
-    per_user: list[list[str]] = [[] for _ in range(groups.n_users)]
-    for u, text in zip(groups.user.tolist(), texts):
-        per_user[u].append(text)
-    return [" ".join(t) for t in per_user]
+    bounds = np.concatenate([[0], np.cumsum(np.minimum(sizes, n_titles))]).tolist()
+    flat = [cleaned[i] for i in slot[recent].tolist()]
+    texts = ["Interested in: " + "; ".join(flat[bounds[g_idx]:bounds[g_idx + 1]]) + "." + keywords.get(g_idx, "")
+             for g_idx in range(len(sizes))]
+    # Groups are ordered by user: each user's texts are one run of them.
+    user_bounds = np.searchsorted(groups.user, np.arange(groups.n_users + 1)).tolist()
+    return [" ".join(texts[user_bounds[u]:user_bounds[u + 1]]) for u in range(groups.n_users)]
 
 
 # ----- LLM profiling ----------------------------------------------------------------------
