@@ -37,6 +37,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -617,7 +618,11 @@ def tune(bench: Benchmark, labels: list[str], seed: int, grid: dict[str, list], 
     old = previous.get("variants", {}) if previous.get("grid") == grid and previous.get("seed") == seed else {}
     for label in labels:
         bench.tuned.pop(label, None)
-        cfg = bench.run_config(label, seed)
+        try:
+            cfg = bench.run_config(label, seed)
+        except (ConfigError, BenchmarkError) as e:
+            bench.echo(f"tune {label}: not tuned: {e}")  # its seeded runs fail and are reported
+            continue
         missing = [k for k in grid if not _has(cfg, k)]
         if missing:
             raise BenchmarkError(f"tuning grid: no such config keys: {', '.join(missing)}")
@@ -901,9 +906,11 @@ def _html(tables: dict[str, pd.DataFrame], summary: pd.DataFrame, metric: str, d
                   f"<p><img alt='{mode} {metric}' src='data:image/png;base64,{png}'></p>"]
     if tuning and tuning.get("variants"):
         grid = "; ".join(f"{k} in {{{', '.join(str(v) for v in vs)}}}" for k, vs in tuning["grid"].items())
-        rows = "".join(f"<tr><td>{label}</td><td>{point_text(e['point'])}</td><td>{point_text(e['start'])}</td>"
-                       f"<td>{len(e['tried'])}</td></tr>" for label, e in tuning["variants"].items())
-        parts.append(f"<h2>Tuning</h2><p>On validation only (seed {tuning['seed']}): grid {grid}; {tuning['search']}.</p>"
+        rows = "".join(f"<tr><td>{escape(label)}</td><td>{escape(point_text(e['point']))}</td>"
+                       f"<td>{escape(point_text(e['start']))}</td><td>{len(e['tried'])}</td></tr>"
+                       for label, e in tuning["variants"].items())
+        parts.append(f"<h2>Tuning</h2><p>On validation only (seed {tuning['seed']}): grid {escape(grid)}; "
+                     f"{escape(tuning['search'])}.</p>"
                      f"<table><tr><th>variant</th><th>chosen</th><th>from</th><th>points tried</th></tr>{rows}</table>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
