@@ -25,6 +25,42 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and the source."""
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML as configs are read: no aliases (a "billion laughs" of nested aliases expands without bound,
+    and a config has no need of them) and no duplicate keys (YAML would silently keep the last)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, f"alias *{event.anchor} is not accepted in a config (write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Config YAML (see _ConfigLoader); an error is one ConfigError line naming `source` and the place."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML: {problem}{where}") from None
+
+
 def default_config() -> dict[str, Any]:
     """All sections' package defaults, merged into one nested dict."""
     cfg: dict[str, Any] = {}
@@ -59,10 +95,7 @@ def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     layers: list[tuple[dict, str]] = []
@@ -117,7 +150,7 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"command line: override '{text}' must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    value = load_yaml(raw, f"command line: {key}") if raw != "" else ""
     out: dict = {}
     node = out
     parts = key.strip().split(".")

@@ -16,6 +16,44 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import yaml
+from numpy.lib import format as npy_format
+
+
+class ArtifactError(RuntimeError):
+    """An artifact a stage needs is missing or was made from other inputs."""
+
+
+class DamagedArtifactError(ArtifactError, ValueError):
+    """A file that exists but does not read back (truncated by a kill or a full disk, corrupt); the
+    message names it and what rebuilds it. A ValueError too, so that readers which skip an
+    unreadable file (compare, the report's other runs) still do."""
+
+
+def rebuild_hint(path: str | Path) -> str:
+    """What rebuilds the artifact at `path`, from where it lies in a workspace."""
+    path = Path(path)
+    parents = [p.name for p in path.parents][:3]
+    if parents[:1] == ["dataset"]:
+        return "prepare it again: `llm4cdsr prepare --force` (or `llm4cdsr run`, which rebuilds a damaged dataset)"
+    if parents[:1] == ["embeddings"]:
+        return "rebuild it: `llm4cdsr embed --force` with the config that made it"
+    if parents[:1] and parents[0].startswith("profiles"):
+        return "rebuild it: `llm4cdsr profile --force` with the config that made it"
+    if parents[1:2] == ["candidates"]:
+        return f"remove {path.parent} (the candidates are drawn again, with the same seed)"
+    if parents[:1] == ["report"]:
+        return f"write it again: `llm4cdsr report {path.parent.parent}`"
+    if parents[1:2] == ["runs"]:
+        return (f"the run {path.parent} is damaged: train it again under a new --run-name, or remove the folder and "
+                "train it again")
+    return "remove it and run the command that made it again"
+
+
+def damaged(path: str | Path, error: BaseException | str) -> DamagedArtifactError:
+    """The error for a file that did not read back, naming it and what rebuilds it."""
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return DamagedArtifactError(f"{path}: damaged or truncated ({reason}); {rebuild_hint(path)}")
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -42,7 +80,19 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as e:  # invalid JSON or UTF-8: a truncated or corrupt file
+            raise damaged(path, e) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file this package wrote (a run's config.yaml); a corrupt one is a DamagedArtifactError."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return yaml.safe_load(f)
+        except (yaml.YAMLError, ValueError) as e:
+            raise damaged(path, e) from None
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
@@ -60,8 +110,62 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         raise
 
 
+def file_damage(path: str | Path) -> str | None:
+    """Why the artifact file at `path` would not read back, or None: a cheap check of the layout each
+    format declares (JSON parses; an .npy, .safetensors or .parquet file is as long as its header
+    says), which is what a kill or a full disk during a write breaks. Other files: None."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if path.suffix == ".json":
+            with open(path, encoding="utf-8") as f:
+                json.load(f)
+        elif path.suffix == ".npy":
+            with open(path, "rb") as f:
+                version = npy_format.read_magic(f)
+                read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+                if dtype.hasobject:
+                    return "holds Python objects"
+                expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if size != expected:
+                return f"{size:,} bytes where its header declares {expected:,}"
+        elif path.suffix == ".safetensors":
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if n <= 0 or n > size - 8:
+                    return "no complete safetensors header"
+                header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if size != 8 + n + end:
+                return f"{size:,} bytes where its header declares {8 + n + end:,}"
+        elif path.suffix == ".parquet":
+            with open(path, "rb") as f:
+                head = f.read(4)
+                f.seek(max(size - 8, 0))
+                tail = f.read(8)
+            if size < 12 or head != b"PAR1" or tail[4:] != b"PAR1" or int.from_bytes(tail[:4], "little") > size - 12:
+                return "no complete Parquet footer"
+    except (ValueError, EOFError, KeyError, TypeError, IndexError) as e:
+        return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return None
+
+
+def check_folder(folder: str | Path) -> None:
+    """Raise DamagedArtifactError naming the first file of `folder` (top level) that would not read back."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and (problem := file_damage(path)):
+            raise damaged(path, problem)
+
+
 def load_npy(path: str | Path, mmap: bool = False) -> np.ndarray:
-    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, EOFError) as e:  # a truncated array, a bad header, a pickled one
+        raise damaged(path, e) from None
 
 
 @contextlib.contextmanager

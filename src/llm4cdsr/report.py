@@ -25,11 +25,10 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE  # noqa: E402
-from llm4cdsr.io import read_json, write_json  # noqa: E402
+from llm4cdsr.io import ArtifactError, atomic_dir, check_folder, damaged, read_json, read_yaml, write_json  # noqa: E402
 from llm4cdsr.recommender import TrainedRecommender  # noqa: E402
 from llm4cdsr.training.diagnostics import chance_share, cross_domain_neighbours  # noqa: E402,F401
 
@@ -48,7 +47,10 @@ def read_epochs(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except ValueError as e:  # a line cut by a kill or a full disk
+        raise damaged(path, e) from None
 
 
 def _valid_score(row: dict[str, Any], metric: str) -> float | None:
@@ -59,7 +61,7 @@ def _valid_score(row: dict[str, Any], metric: str) -> float | None:
 
 def _run_config(run_dir: Path) -> dict:
     path = run_dir / "config.yaml"
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    return (read_yaml(path) or {}) if path.is_file() else {}
 
 
 def dataset_summary(run_dir: Path, results: dict) -> dict[str, Any]:
@@ -314,14 +316,21 @@ def write_report(run_dir: str | Path, metric: str = "ndcg@10", item_map: dict[st
 
     `item_map`, when given, holds "before", "after" and "domain" arrays for a sample of items.
     `inputs` (report_inputs) is recorded in report/meta.json for report_is_current.
+
+    The folder is written whole beside the old one and then swapped in (io.atomic_dir): a killed
+    report leaves the previous page, or none, never an empty index.html that `run` takes as current.
     """
     run_dir = Path(run_dir)
+    with atomic_dir(run_dir / "report") as out:
+        _write_page(run_dir, out, metric, item_map, inputs)
+    return run_dir / "report" / "index.html"
+
+
+def _write_page(run_dir: Path, out: Path, metric: str, item_map: dict[str, np.ndarray] | None, inputs: str | None) -> None:
     results_path = run_dir / "results.json"
     if not results_path.is_file():
         raise FileNotFoundError(f"{results_path}: no results; train and evaluate the run first")
     results = read_json(results_path)
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
     summary = dataset_summary(run_dir, results)
     domains = summary["domains"]
     cfg = _run_config(run_dir)
@@ -339,14 +348,15 @@ def write_report(run_dir: str | Path, metric: str = "ndcg@10", item_map: dict[st
             continue
         try:
             res = read_json(r)
-        except (OSError, ValueError) as e:
-            log.warning("skipping %s: %s", r, e)
+            other_cfg = _run_config(other)
+        except (OSError, ValueError) as e:  # another run's damaged file: this run's page goes on without it
+            log.warning("skipping %s: %s", other, e)
             continue
         if fingerprint and res.get("dataset", {}).get("fingerprint") not in (None, fingerprint):
             continue
         label = _run_label(other, res)
         runs[label] = res
-        negatives[label] = int(_run_config(other).get("eval", {}).get("num_negatives", 100))
+        negatives[label] = int(other_cfg.get("eval", {}).get("num_negatives", 100))
         chimeric[label] = str(res.get("sampled_scoring", "")).startswith("chimeric")
     this_label = _run_label(run_dir, results)
     ordered = [this_label] + [n for n in runs if n != this_label]
@@ -455,7 +465,6 @@ weights; the test set never chose anything.</p>
     if mixing:
         (out / "domain_mixing.json").write_text(json.dumps(mixing, indent=2), encoding="utf-8")
     write_json(out / "meta.json", {"report_version": REPORT_VERSION, "inputs": inputs, "metric": metric})
-    return index
 
 
 def build_report(run_dir: str | Path, metric: str = "ndcg@10", item_map_items: int = 3000, seed: int | None = None,
@@ -469,8 +478,11 @@ def build_report(run_dir: str | Path, metric: str = "ndcg@10", item_map_items: i
     if not force and report_is_current(run_dir, inputs):
         return index, False
     item_map = None
+    check_folder(run_dir)  # a damaged results.json or weights file: one line naming it
     try:
         item_map = TrainedRecommender.load(run_dir).item_map_sample(item_map_items, seed=seed)
     except NotImplementedError as e:
         log.info("report: no item map (%s)", e)
+    except ValueError as e:  # the dataset changed since training: the message says so and what to do
+        raise e if isinstance(e, ArtifactError) else ArtifactError(str(e)) from None
     return write_report(run_dir, metric=metric, item_map=item_map, inputs=inputs), True

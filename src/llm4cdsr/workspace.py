@@ -20,16 +20,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import logging
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from llm4cdsr.io import load_npy, read_json
+from llm4cdsr.io import ArtifactError, DamagedArtifactError, check_folder, damaged, load_npy, read_json
 
+__all__ = ["ArtifactError", "Workspace", "ItemVectors", "load_item_vectors", "load_profile_embeddings", "profile_dir"]
 
-class ArtifactError(RuntimeError):
-    """An artifact a stage needs is missing or was made from other inputs."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,17 @@ class Workspace:
         return path if path.is_absolute() else self.root / path
 
     def meta(self, stage_dir: Path) -> dict | None:
+        """The stage folder's meta.json; None when there is none, or when a file of the folder does not
+        read back (a kill or a full disk during a write): every stage then rebuilds it, as a missing one."""
         path = stage_dir / "meta.json"
-        return read_json(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            check_folder(stage_dir)
+        except DamagedArtifactError as e:
+            log.warning("%s; treated as missing", str(e).split("; ", 1)[0])
+            return None
+        return read_json(path)
 
 
 def profile_dir(cfg: dict) -> Path:
@@ -91,17 +102,25 @@ def load_item_vectors(ws: Workspace, domains: tuple[str, str]) -> ItemVectors:
     d = ws.embed_dir
     if not (d / "meta.json").is_file():
         raise ArtifactError(f"{d}: no item embeddings; run `llm4cdsr embed` first")
+    check_folder(d)  # a truncated or corrupt file: one line naming it, not a reader's traceback
     raw = load_npy(d / "items.npy")
-    tensors = load_file(str(d / "pca.safetensors"))
-    return ItemVectors(
-        raw=raw,
-        global_pca=tensors["global"],
-        local_pca=(tensors[f"local.{domains[0]}"], tensors[f"local.{domains[1]}"]),
-    )
+    path = d / "pca.safetensors"
+    try:
+        tensors = load_file(str(path))
+        return ItemVectors(
+            raw=raw,
+            global_pca=tensors["global"],
+            local_pca=(tensors[f"local.{domains[0]}"], tensors[f"local.{domains[1]}"]),
+        )
+    except KeyError as e:
+        raise damaged(path, f"no tensor {e}") from None
+    except SafetensorError as e:
+        raise damaged(path, e) from None
 
 
 def load_profile_embeddings(ws: Workspace) -> np.ndarray:
     d = ws.profile_dir
     if not (d / "meta.json").is_file():
         raise ArtifactError(f"{d}: no user profiles; run `llm4cdsr profile` first")
+    check_folder(d)
     return load_npy(d / "embeddings.npy")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llm4cdsr.cli.common import CliError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="HTML report with plots for a finished run")
@@ -17,7 +19,11 @@ def main(args: argparse.Namespace) -> int:
     # Imported here: every command's parser is built at start-up, and this brings torch,
     # matplotlib and scikit-learn (measured: torch alone is 1.7 s of CPU).
     from llm4cdsr.report import build_report
+    from llm4cdsr.training.run import RunError
 
-    path, _ = build_report(Path(args.run), metric=args.metric, item_map_items=args.items)
+    try:
+        path, _ = build_report(Path(args.run), metric=args.metric, item_map_items=args.items)
+    except RunError as e:  # no weights yet, and the like: the message says what to do
+        raise CliError(str(e)) from e
     print(path)
     return 0

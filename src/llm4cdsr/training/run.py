@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load as load_weights
 from safetensors.torch import load_file
 
 from llm4cdsr.config import default_config, dump_config
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE, PreparedDataset, Split
-from llm4cdsr.io import read_json, write_json
+from llm4cdsr.io import damaged, read_json, read_yaml, write_json
 from llm4cdsr.llm.stages import dataset_fingerprint as files_fingerprint
 from llm4cdsr.llm.stages import embed_config_hash, profile_config_hash
 from llm4cdsr.locks import folder_lock
@@ -85,7 +85,7 @@ def resumes_as_is(run_dir: Path, cfg: dict) -> bool:
     saved = run_dir / "config.yaml"
     if not saved.is_file() or not ((run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file()):
         return False
-    before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    before = read_yaml(saved)
     return not [k for k in _diff(before, cfg) if k[:1] not in SAME_COMMAND_CHANGES and k[:2] not in SAME_COMMAND_CHANGES]
 
 
@@ -349,10 +349,20 @@ def load_run(run_dir: Path) -> tuple[Recommender, dict, dict]:
     run_dir = Path(run_dir)
     if not (run_dir / BEST_WEIGHTS).is_file():
         raise RunError(f"{run_dir}: no {BEST_WEIGHTS}; the run has not finished an epoch")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    cfg = read_yaml(run_dir / "config.yaml")
     info = read_json(run_dir / "dataset_info.json")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise damaged(run_dir / "config.yaml", "not the config a run writes")
+    if not isinstance(info, dict):
+        raise damaged(run_dir / "dataset_info.json", "not the mapping a run writes")
     model = model_shell(cfg["model"], info)
-    model.load_state_dict(load_file(str(run_dir / BEST_WEIGHTS)))
+    weights = run_dir / BEST_WEIGHTS
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except SafetensorError as e:  # truncated or corrupt
+        raise damaged(weights, e) from None
+    except RuntimeError as e:  # missing or mis-shaped tensors: weights of another model or a damaged file
+        raise damaged(weights, str(e).splitlines()[0]) from None
     model.eval()
     return model, cfg, info
 
@@ -381,7 +391,7 @@ def _prepare_folder(run_dir: Path, cfg: dict, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.yaml"
     if resume and saved.is_file():
-        before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        before = read_yaml(saved)
         changed = [k for k in _diff(before, cfg) if k[:1] not in RESUMABLE_CHANGES and k[:2] not in RESUMABLE_CHANGES]
         if changed:
             raise RunError(f"{run_dir}: --resume with a different config ({', '.join('.'.join(k) for k in changed)})")

@@ -1,0 +1,89 @@
+"""A truncated or corrupt artifact (a kill or a full disk during its write, a bad copy) is one line
+naming the file and what rebuilds it; `prepare` and `run` rebuild a damaged dataset as a missing one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from openai_stub import OpenAIStub, stub_overrides
+
+from llm4cdsr.cli import main
+from llm4cdsr.data.dataset import PreparedDataset
+from llm4cdsr.data.synth import synth_dataset
+from llm4cdsr.io import file_damage
+from llm4cdsr.workspace import Workspace
+
+POP = ["model.name=pop", "eval.num_negatives=20", "train.progress=false", "train.num_threads=1"]
+
+
+def _error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"llm4cdsr {command}: error: "), err[-2000:]
+    return last
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("name", ["seq_items.npy", "items.parquet", "meta.json", "users.parquet"])
+def test_run_prepares_a_damaged_dataset_again(tmp_path, capsys, name):
+    ws = tmp_path / "ws"
+    args = ["run", "-w", str(ws), "data.synth.users=80", *POP, "run.stages=[prepare]"]
+    assert main(args) == 0
+    good = (ws / "dataset" / name).read_bytes()
+    _truncate(ws / "dataset" / name)
+    assert main(args) == 0
+    assert (ws / "dataset" / name).read_bytes() == good  # prepared again, the same bytes
+    PreparedDataset.load(ws / "dataset")
+
+
+def test_file_damage_sees_truncation_of_every_format(tmp_path, synth_ds):
+    folder = tmp_path / "dataset"
+    synth_ds.save(folder)
+    for path in sorted(folder.iterdir()):
+        assert file_damage(path) is None, path
+        _truncate(path)
+        assert file_damage(path) is not None, path
+
+
+@pytest.fixture(scope="module")
+def stub():
+    with OpenAIStub(dim=16) as s:
+        yield s
+
+
+TRAIN = ["model.name=llm4cdsr", "model.hidden=8", "model.heads=1", "model.max_len=10", "train.progress=false",
+         "eval.num_negatives=4", "train.epochs=1", "train.num_threads=1", "embed.global_dim=8", "model.beta=0"]
+
+
+@pytest.mark.parametrize("name", ["pca.safetensors", "items.npy", "meta.json"])
+def test_train_on_damaged_embeddings_is_one_line(tmp_path, stub, capsys, name):
+    ws = tmp_path / "ws"
+    synth_dataset(n_users=100, n_items=(80, 100), seed=0).save(Workspace(ws).dataset_dir)
+    args = ["-w", str(ws), *stub_overrides(stub, chat=False), *TRAIN]
+    assert main(["embed", *args]) == 0
+    _truncate(ws / "embeddings" / name)
+    capsys.readouterr()
+    assert main(["train", *args]) == 2
+    line = _error(capsys, "train")
+    assert f"{ws / 'embeddings' / name}: damaged or truncated" in line and "llm4cdsr embed --force" in line, line
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "dataset_info.json", "config.yaml"])
+def test_evaluate_a_run_with_a_damaged_file_is_one_line(tmp_path, synth_ds, capsys, name):
+    ws = tmp_path / "ws"
+    synth_ds.save(Workspace(ws).dataset_dir)
+    assert main(["train", "-w", str(ws), *POP, "--run-name", "pop"]) == 0
+    run_dir = ws / "runs" / "pop"
+    if name == "config.yaml":
+        (run_dir / name).write_text("model: [name: pop\n")
+    else:
+        _truncate(run_dir / name)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir)]) == 2
+    line = _error(capsys, "evaluate")
+    assert str(run_dir / name) in line, line
