@@ -217,3 +217,14 @@ def test_a_fatal_llm_error_stops_the_other_requests(tmp_path, synth_ds):
     assert proc.returncode == 2 and "HTTP 401" in proc.stderr.strip().splitlines()[-1]
     # at most the first wave (4 in flight) and one more taken by the freed worker: no retries
     assert chat_requests <= 5, chat_requests
+
+
+def test_a_profile_sample_with_guidance_is_refused_before_training(ws, capsys):
+    """profile.max_users=20 with model.beta=1 passed validation and then crashed in training (IndexError):
+    guidance needs every user's profile."""
+    assert main(["train", "-w", str(ws), "model.name=llm4cdsr", "model.hidden=16", "embed.local_dim=16",
+                 "model.beta=1", "profile.max_users=20", "--run-name", "r"]) == 2
+    line = _one_line_error(capsys)
+    assert "profile.max_users (20) profiles a sample of the users, but model.beta (1) > 0" in line, line
+    assert not (ws / "runs" / "r").exists()
+    assert main(["profile", "-w", str(ws), "profile.max_users=20", "--dry-run"]) == 0  # a sample to look at is fine

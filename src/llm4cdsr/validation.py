@@ -254,6 +254,13 @@ def _check_training(c: _Checks, cfg: dict, command: str | None) -> None:
                 folder = Workspace(cfg["workspace"]).run_folder(entry)
                 if not (folder / "results.json").is_file():
                     c.problems.append(f"model.init_from: {folder} is not a finished run (no results.json)")
+    # Guidance reads every user's profile; a sample of them would leave the others without a row.
+    max_users = cfg.get("profile", {}).get("max_users", 0)
+    beta = model.get("beta", 0)
+    if (model.get("name") == "llm4cdsr" and isinstance(beta, (int, float)) and beta > 0 and isinstance(max_users, int)
+            and max_users > 0):
+        c.problems.append(f"profile.max_users ({max_users}) profiles a sample of the users, but model.beta ({beta:g}) > 0 "
+                          "guides every user by their profile: set profile.max_users=0 (every user) or model.beta=0")
     # Where vectors come from the workspace's embed stage, the local tables are its PCA views.
     if command is not None and _uses_local_pca(model) and embed.get("local_dim") != model.get("hidden"):
         c.problems.append(f"embed.local_dim ({embed.get('local_dim')}) must equal model.hidden ({model.get('hidden')}) "

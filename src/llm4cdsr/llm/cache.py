@@ -21,6 +21,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from llm4cdsr.io import ArtifactError
+
 log = logging.getLogger(__name__)
 
 # SQLite's default limit on bound parameters is 999 on old builds; stay under it.
@@ -35,8 +37,20 @@ CREATE TABLE IF NOT EXISTS chats (key BLOB PRIMARY KEY, crc INTEGER NOT NULL, te
 """
 
 
-class CacheError(RuntimeError):
-    """The cache file cannot be used (not a database, unwritable)."""
+class CacheError(ArtifactError):
+    """The cache file cannot be used (not a database, unreadable, unwritable, a full disk): one line
+    naming the file and what to do (an ArtifactError, so the command line shows no traceback)."""
+
+
+def _cache_error(path: Path, doing: str, error: sqlite3.Error) -> CacheError:
+    text = str(error)
+    if "disk is full" in text or "disk I/O error" in text:
+        todo = "free space on its disk (or move the workspace) and run the command again; finished calls are kept"
+    elif "readonly" in text or "unable to open" in text:
+        todo = "make it (and its folder) readable and writable, or move it aside to start a new cache"
+    else:
+        todo = "move the file aside to start a new cache (the calls it held are then made again)"
+    return CacheError(f"cache {path}: {doing} failed ({text}); {todo}")
 
 
 def namespace(**parts: Any) -> bytes:
@@ -81,8 +95,8 @@ class Cache:
             self._db.execute("PRAGMA mmap_size=1073741824")
             self._db.execute("PRAGMA cache_size=-131072")
             self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise CacheError(f"cache {self.path}: cannot open ({e}); move the file aside to start a new cache") from e
+        except sqlite3.Error as e:
+            raise _cache_error(self.path, "opening it", e) from None
 
     def close(self) -> None:
         with self._lock:
@@ -135,14 +149,17 @@ class Cache:
         found: dict = {}
         bad = 0
         with self._lock:
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                for row in self._db.execute(f"{select} WHERE key IN ({','.join('?' * len(chunk))})", chunk):
-                    key, value = check(row)
-                    if value is None:
-                        bad += 1
-                    else:
-                        found[key] = value
+            try:
+                for start in range(0, len(keys), _CHUNK):
+                    chunk = keys[start : start + _CHUNK]
+                    for row in self._db.execute(f"{select} WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+                        key, value = check(row)
+                        if value is None:
+                            bad += 1
+                        else:
+                            found[key] = value
+            except sqlite3.Error as e:  # a damaged page (not a damaged entry: those are redone)
+                raise _cache_error(self.path, "reading it", e) from None
             self.corrupt_entries += bad
         if bad:
             log.warning("cache %s: %d corrupt %s entries will be redone", self.path, bad, kind)
@@ -159,7 +176,7 @@ class Cache:
             except sqlite3.Error as e:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise CacheError(f"cache {self.path}: write failed ({e})") from e
+                raise _cache_error(self.path, "writing to it", e) from None
 
     def counts(self) -> dict[str, int]:
         with self._lock:
