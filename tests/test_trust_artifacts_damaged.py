@@ -87,3 +87,28 @@ def test_evaluate_a_run_with_a_damaged_file_is_one_line(tmp_path, synth_ds, caps
     assert main(["evaluate", str(run_dir)]) == 2
     line = _error(capsys, "evaluate")
     assert str(run_dir / name) in line, line
+
+
+class Interrupted(KeyboardInterrupt):
+    pass
+
+
+def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, synth_ds, capsys, monkeypatch):
+    from llm4cdsr.training import trainer as trainer_module
+
+    ws = tmp_path / "ws"
+    synth_ds.save(Workspace(ws).dataset_dir)
+    args = ["train", "-w", str(ws), "model.name=sasrec_mixed", "model.hidden=16", "model.max_len=20", "train.epochs=2",
+            "train.progress=false", "eval.num_negatives=20", "train.num_threads=1", "--run-name", "r"]
+
+    def ctrl_c_after_first_epoch(self, epoch):
+        raise Interrupted()
+
+    monkeypatch.setattr(trainer_module.Trainer, "after_epoch", ctrl_c_after_first_epoch)
+    assert main(args) == 130
+    monkeypatch.undo()
+    _truncate(ws / "runs" / "r" / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(args) == 2
+    line = _error(capsys, "train")
+    assert f"{ws / 'runs' / 'r' / 'checkpoint.pt'}: damaged or truncated" in line and "cannot resume" in line, line

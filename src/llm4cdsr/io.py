@@ -62,11 +62,38 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+def temp_prefix(path: str | Path) -> str:
+    """The prefix of a temporary file written beside `path`: `.<name>.<pid>.` (then mkstemp's random
+    part and `.tmp`), so that a later writer can tell a killed writer's file from a live one's."""
+    return f".{Path(path).name}.{os.getpid()}."
+
+
+def remove_stale_temp_files(folder: str | Path, locked: bool = False) -> list[Path]:
+    """Remove the temporary files (`.*.tmp`) that killed writers left in `folder`: those whose pid
+    (temp_prefix) is gone; with `locked` (the caller holds the folder's lock, so no other process
+    writes in it), also those without a pid (torch.save's and older versions'). Returns them."""
+    folder = Path(folder)
+    removed = []
+    try:
+        names = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for path in names:
+        parts = path.name[1:-len(".tmp")].split(".")
+        pid = parts[-2] if len(parts) >= 3 and parts[-2].isdigit() else None
+        if (pid is not None and pid_alive(int(pid))) or (pid is None and not locked) or not path.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
@@ -99,7 +126,7 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
     """Save a NumPy array atomically; arrays never hold Python objects (no pickle)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.asarray(array), allow_pickle=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import sys
@@ -27,10 +28,12 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from llm4cdsr.io import pid_alive, write_json
+from llm4cdsr.io import pid_alive, remove_stale_temp_files, write_json
 
 # How long a refused writer waits for the holder's note (written right after the lock is won).
 _NOTE_WAIT_S = 1.0
+
+log = logging.getLogger(__name__)
 
 _held: set[Path] = set()
 _held_guard = threading.Lock()
@@ -95,6 +98,10 @@ def folder_lock(folder: str | Path, hint: str = "") -> Iterator[None]:
             "command": shlex.join(sys.argv) if sys.argv and sys.argv[0] else "python",
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
+        # What killed writers left: in the folder, every temporary file (this lock keeps other writers
+        # out); beside it, those of dead processes (other folders' writers write there too).
+        for path in remove_stale_temp_files(folder, locked=True) + remove_stale_temp_files(lock_file.parent):
+            log.info("removed %s, left by a killed writer", path)
         yield
     finally:
         with _held_guard:

@@ -3,6 +3,7 @@ t-test on per-user metrics against the reference run's group."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import yaml
 from llm4cdsr.cli.common import CliError
 from llm4cdsr.config import default_config
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE
-from llm4cdsr.io import read_json
+from llm4cdsr.io import file_damage, read_json, read_yaml
 
 # Keys that do not change what a run is: runs differing only here are seeds of one model.
 IGNORED = {"seed", "run", "workspace", "device", "train.progress", "train.num_threads", "train.tensorboard"}
@@ -38,9 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     runs = [_find(r, args.workspace) for r in args.runs] if args.runs else finished_runs(Path(args.workspace))
+    runs = readable_runs(runs)
     if not runs:
-        raise CliError(f"{args.workspace}/runs holds no finished run (no results.json); train one first")
+        raise CliError(f"{args.workspace}/runs holds no finished run (no readable results.json); train one first")
     reference = _find(args.reference, args.workspace) if args.reference else (runs[0] if args.runs else _default_reference(runs))
+    if not readable_runs([reference]):
+        raise CliError(f"--reference {reference}: that run is damaged (above); choose another")
     if reference not in runs:
         runs.insert(0, reference)
     print(compare_table(runs, reference, args.metric, args.mode, markdown=args.markdown))
@@ -51,6 +55,27 @@ def finished_runs(workspace: Path) -> list[Path]:
     """Every run folder under <workspace>/runs with results, by name."""
     folder = workspace / "runs"
     return sorted(p for p in folder.iterdir() if (p / "results.json").is_file()) if folder.is_dir() else []
+
+
+def readable_runs(runs: list[Path]) -> list[Path]:
+    """The runs whose results, config and ranks read back; each other one is named on stderr and
+    left out, so that one damaged run does not stop the table of all the others."""
+    out = []
+    for r in runs:
+        why = None
+        try:
+            results, cfg = read_json(r / "results.json"), read_yaml(r / "config.yaml")
+            if not isinstance(results, dict) or not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+                why = "results.json or config.yaml is not what a run writes (cut short?)"
+            elif problem := file_damage(r / "ranks.parquet"):
+                why = f"ranks.parquet: {problem}"
+        except (OSError, ValueError) as e:  # DamagedArtifactError is a ValueError
+            why = str(e).split("; ", 1)[0]
+        if why:
+            print(f"llm4cdsr compare: skipped the damaged run {r}: {why}", file=sys.stderr)
+        else:
+            out.append(r)
+    return out
 
 
 def _default_reference(runs: list[Path]) -> Path:

@@ -23,6 +23,7 @@ import os
 import shlex
 import sys
 import time
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from safetensors.torch import load_file
 
 from llm4cdsr.config import default_config, dump_config
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE, PreparedDataset, Split
-from llm4cdsr.io import damaged, read_json, read_yaml, write_json
+from llm4cdsr.io import DamagedArtifactError, damaged, read_json, read_yaml, write_json
 from llm4cdsr.llm.stages import dataset_fingerprint as files_fingerprint
 from llm4cdsr.llm.stages import embed_config_hash, profile_config_hash
 from llm4cdsr.locks import folder_lock
@@ -390,6 +391,8 @@ def _prepare_folder(run_dir: Path, cfg: dict, resume: bool) -> None:
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-name")
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.yaml"
+    if resume and (run_dir / CHECKPOINT).is_file():
+        check_checkpoint(run_dir / CHECKPOINT)
     if resume and saved.is_file():
         before = read_yaml(saved)
         changed = [k for k in _diff(before, cfg) if k[:1] not in RESUMABLE_CHANGES and k[:2] not in RESUMABLE_CHANGES]
@@ -398,6 +401,21 @@ def _prepare_folder(run_dir: Path, cfg: dict, resume: bool) -> None:
     atomic_write_text(saved, dump_config(cfg))
     with open(run_dir / "command.txt", "a" if resume else "w", encoding="utf-8") as f:  # a resume adds its line
         f.write(shlex.join(sys.argv) + "\n")
+
+
+def check_checkpoint(path: Path) -> None:
+    """A checkpoint (torch's zip format) whose every member passes its CRC; otherwise one line naming it.
+    torch.load of a truncated one says only `PytorchStreamReader failed reading zip archive`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        bad = str(e) or type(e).__name__
+    else:
+        bad = f"member {bad} fails its CRC" if bad else None
+    if bad:
+        raise DamagedArtifactError(f"{path}: damaged or truncated ({bad}); the run cannot resume from it: remove "
+                                   f"{path.parent} to train the run from its start, or train under another --run-name")
 
 
 _MISSING = object()
