@@ -9,9 +9,13 @@ and the file they came from.
 from __future__ import annotations
 
 import copy
+import ipaddress
+import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -59,6 +63,33 @@ def load_yaml(text: str, source: str) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{source}: not valid YAML: {problem}{where}") from None
+
+
+# An environment variable's name: what `*.api_key_env` must hold (a pasted key is refused unseen).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Set to 1 to send an API key over plain http to a host that is not this machine.
+ALLOW_HTTP_KEY = "LLM4CDSR_ALLOW_HTTP_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def key_transport_problem(base_url: str, api_key_env: str, key_name: str) -> str | None:
+    """Why the key in $api_key_env must not go to `base_url`: plain http to another machine (anyone on
+    the way reads it), unless $LLM4CDSR_ALLOW_HTTP_KEY=1 says so. None when there is no key to send."""
+    if not api_key_env or not os.environ.get(api_key_env):
+        return None
+    url = urlsplit(base_url)
+    if url.scheme == "http" and not is_loopback(url.hostname or "") and os.environ.get(ALLOW_HTTP_KEY) != "1":
+        return (f"{key_name}: ${api_key_env} would go over plain http to {url.hostname}, readable on the way; use "
+                f"https, or set {ALLOW_HTTP_KEY}=1 to send it anyway")
+    return None
 
 
 def default_config() -> dict[str, Any]:

@@ -14,12 +14,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from llm4cdsr.config import ConfigError
+from llm4cdsr.config import ENV_NAME, ConfigError, key_transport_problem
 from llm4cdsr.workspace import Workspace
 
 STAGES = ("prepare", "embed", "profile", "train", "report")
 # Commands that build a model (they import torch anyway).
 TRAINING_COMMANDS = ("train", "run", "experiment")
+# Commands that may send a configured API key to a server (the embed and profile stages).
+KEY_SENDING_COMMANDS = ("embed", "profile", "run", "experiment")
 # Commands that write into the workspace.
 WRITING_COMMANDS = ("prepare", "embed", "profile", "train", "run", "experiment")
 
@@ -146,6 +148,19 @@ def validate_config(cfg: dict, command: str | None = None) -> dict:
     c.above("embed.timeout_s", 0)
     c.at_least("embed.backoff_s", 0, float)
     c.at_least("embed.backoff_max_s", 0, float)
+
+    # API keys: a NAME, never the key (config.yaml and command.txt keep the name), and sent safely.
+    for section in ("embed", "profile"):
+        present, name = c.value(f"{section}.api_key_env")
+        if present and isinstance(name, str) and name and not ENV_NAME.fullmatch(name):
+            # The value is not shown: it is most likely the key itself.
+            c.problems.append(f"{section}.api_key_env must be the NAME of an environment variable (letters, digits, _), "
+                              f"not the key: export the key as e.g. OPENAI_API_KEY and give that name (value not shown)")
+        elif present and isinstance(name, str) and cfg.get(section, {}).get("backend") == "openai" and (
+                command in KEY_SENDING_COMMANDS):
+            problem = key_transport_problem(str(cfg[section].get("base_url", "")), name, f"{section}.base_url")
+            if problem:
+                c.problems.append(problem)
 
     # profile
     c.one_of("profile.backend", PROFILE_BACKENDS)

@@ -13,6 +13,7 @@ GIL while waiting), never more than `concurrency` at once.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import os
 import random
@@ -22,8 +23,11 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
+
+from llm4cdsr.config import key_transport_problem
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO; one line per call drowns the progress bar.
@@ -98,6 +102,11 @@ class OpenAIClient:
         self._key = os.environ.get(api_key_env, "") if api_key_env else ""
         headers = {"Content-Type": "application/json"}
         if self._key:
+            problem = key_transport_problem(self.base_url, api_key_env, f"{stage} base_url")
+            if problem:
+                raise LLMError(f"{stage}: {problem}")
+            # Loudly: a config file decides which variable goes where.
+            log.warning("%s: sending $%s as the API key to %s", stage, api_key_env, urlsplit(self.base_url).netloc)
             headers["Authorization"] = f"Bearer {self._key}"
         elif api_key_env:
             log.warning("%s: environment variable %s is not set; sending requests without an API key", stage, api_key_env)
@@ -158,6 +167,9 @@ class OpenAIClient:
                 status = response.status_code
                 if status == 200:
                     try:
+                        # A reply that echoes the key is scrubbed before anything (the cache, a profile) keeps it.
+                        if self._key and self._key.encode() in response.content:
+                            return check(json.loads(self.scrub(response.text)))
                         return check(response.json())
                     except (ValueError, MalformedReply) as e:  # JSONDecodeError is a ValueError
                         reason = f"malformed reply ({self.scrub(str(e))[:200]})"
