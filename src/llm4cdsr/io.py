@@ -99,9 +99,11 @@ def write_json(path: str | Path, obj: Any) -> None:
             json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
             f.write("\n")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:  # a full disk that names no file: name it
+            raise write_failure(path, e) from None
         raise
 
 
@@ -131,9 +133,11 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.asarray(array), allow_pickle=False)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:  # numpy says only "4698 requested and 1008 written"
+            raise write_failure(path, e) from None
         raise
 
 

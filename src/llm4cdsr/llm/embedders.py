@@ -13,6 +13,7 @@ batches in flight.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from llm4cdsr.io import atomic_dir, read_json, write_json
+from llm4cdsr.io import atomic_dir, read_json, write_failure, write_json
 from llm4cdsr.llm.cache import Cache, make_keys, namespace
 from llm4cdsr.llm.http import LLMError, MalformedReply, OpenAIClient, RetryPolicy, run_concurrently
 
@@ -341,7 +342,15 @@ class OnnxEmbedder:
             raise LLMError(f"{self.stage}: embed.backend=onnx needs ONNX Runtime (pip install onnxruntime onnx), "
                            "or use embed.backend=local") from e
         if not (self.export_dir / "meta.json").is_file():
-            export_onnx_int8(self._path, self.export_dir)
+            try:
+                export_onnx_int8(self._path, self.export_dir)
+            except (OSError, RuntimeError) as e:
+                # The exporter and the quantiser say "No space left on device" (or less) with no file:
+                # name the folder; an error that is no write failure goes on as it was.
+                failure = write_failure(self.export_dir / "model.onnx", e)
+                if failure.errno == errno.EIO:
+                    raise
+                raise failure from None
         meta = read_json(self.export_dir / "meta.json")
         self._inputs, self.dim = meta["inputs"], int(meta["dim"])
         self._session = _onnx_session(str(self.export_dir / "model.onnx"), self._threads)
