@@ -2,8 +2,6 @@
 local stub, --read-batch; then the live stages find every call cached and build what a live run builds."""
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,7 @@ from llm4cdsr.config import load_config
 from llm4cdsr.llm import http as llm_http
 from llm4cdsr.llm.batch import BatchError, chat_body, chat_identity_openai
 from llm4cdsr.llm.chat import CachedChat, ChatRequest, make_chat_backend
-from llm4cdsr.llm.stages import make_embedder, read_batch, run_embed, run_profile, write_embed_batch, write_profile_batch
+from llm4cdsr.llm.stages import read_batch, run_embed, run_profile, write_embed_batch, write_profile_batch
 from llm4cdsr.workspace import Workspace
 
 KEY_ENV = "LLM4CDSR_BATCH_TEST_KEY"
