@@ -348,7 +348,8 @@ def test_default_batches_are_drawn_as_before():
     tb = TrainBatches(split.train_offsets, split.train_items, ds.n_items, 12, 16, seed=0,
                       loss=LossConfig("bce", chimeric_negatives=True))
     b = tb.build(tb.plan(1)[0], 1, 0)
-    assert set(b) == {"mixed_seq", "targets", "negatives", "chimeric_negatives", "reg_items", "user_idx"}
+    # align_pairs is no draw: the random streams are those of before it was added.
+    assert set(b) == {"mixed_seq", "targets", "negatives", "chimeric_negatives", "reg_items", "align_pairs", "user_idx"}
     assert (int(b["negatives"].sum()), int(b["chimeric_negatives"].sum()), int(b["reg_items"].sum())) == (21905, 21197, 2807)
 
 
