@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=15000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--plan", choices=sorted(PLANS), default="screen")
-    parser.add_argument("--cosine", default="cosine-a1", help="the cosine candidate the full plan trains as 'cosine'")
+    parser.add_argument("--cosine", default="cosine-a1", help="the cosine candidate the full plan trains (chosen by the screen)")
     parser.add_argument("--workspace", default=str(ROOT / "workspace-food-kitchen"))
     parser.add_argument("--out", default="", help="default <workspace>/experiments/overlap-preset")
     parser.add_argument("--archive", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-overlap"))
@@ -63,12 +63,11 @@ def main() -> int:
               "--stages prepare,embed,profile --variants llm4cdsr --seeds 42")
         return 0
     out = Path(args.out) if args.out else ws / "experiments" / "overlap-preset"
-    models = dict(MODELS, cosine=MODELS[args.cosine].replace(args.cosine + ":", "cosine:", 1))
 
     def call(ratios, seeds, labels, threads=1) -> int:
         cmd = [sys.executable, "-m", "llm4cdsr", "experiment", "overlap", "-c", "food-kitchen", "-w", str(ws),
                "--users", str(args.users), "--out", str(out), "--ratios", ",".join(f"{r:g}" for r in ratios),
-               "--seeds", ",".join(map(str, seeds)), "--models", ",".join(models[m] for m in labels),
+               "--seeds", ",".join(map(str, seeds)), "--models", ",".join(MODELS[m] for m in labels),
                "train.patience=3", "train.epochs=30", "train.progress=false", f"train.num_threads={threads}", *args.set]
         log = out / "logs" / f"{'-'.join(labels)}-r{'_'.join(f'{r:g}' for r in ratios)}-s{'_'.join(map(str, seeds))}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +77,8 @@ def main() -> int:
         return rc
 
     # One step per (ratio, seed, model): the finest grain, so that two jobs stay busy to the end.
-    steps = [([r], [s], [m]) for ratios, seeds, labels in PLANS[args.plan] for s in seeds for r in ratios for m in labels]
+    steps = [([r], [s], [args.cosine if m == "cosine" else m]) for ratios, seeds, labels in PLANS[args.plan]
+             for s in seeds for r in ratios for m in labels]
     with ThreadPoolExecutor(args.jobs) as pool:
         failed = sum(rc != 0 for rc in pool.map(lambda step: call(*step), steps))
     # Every finished run of every plan so far, into one table (concurrent calls each wrote theirs).
