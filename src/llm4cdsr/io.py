@@ -68,6 +68,22 @@ def temp_prefix(path: str | Path) -> str:
     return f".{Path(path).name}.{os.getpid()}."
 
 
+# The process's umask, read once (os.umask can only be read by setting it), and the mode an
+# ordinary open() gives a new file under it: every artifact gets it, however it was written.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
+def temp_file(path: str | Path) -> tuple[int, str]:
+    """(fd, name) of a new temporary file beside `path` (temp_prefix), with the mode an ordinary
+    open() would give (0666 less the umask): mkstemp makes it 0600, and the artifact renamed from it
+    would keep that mode, unlike its neighbours."""
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=temp_prefix(path), suffix=".tmp")
+    os.chmod(tmp, FILE_MODE)
+    return fd, tmp
+
+
 def remove_stale_temp_files(folder: str | Path, locked: bool = False) -> list[Path]:
     """Remove the temporary files (`.*.tmp`) that killed writers left in `folder`: those whose pid
     (temp_prefix) is gone; with `locked` (the caller holds the folder's lock, so no other process
@@ -93,7 +109,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
@@ -128,7 +144,7 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
     """Save a NumPy array atomically; arrays never hold Python objects (no pickle)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.asarray(array), allow_pickle=False)
@@ -211,6 +227,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     remove_stale_partials(final)
     # The pid in the name tells a later writer whether the folder's maker is still alive.
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-{os.getpid()}-"))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's 0700 would otherwise become the folder's mode
     try:
         yield tmp
     except BaseException:

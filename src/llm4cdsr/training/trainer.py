@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from llm4cdsr.io import write_failure
+from llm4cdsr.io import FILE_MODE, temp_file, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +260,11 @@ class Trainer:
 
 def _atomic(path: Path, write: Callable[[str], None]) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # safetensors writes a file of its own (0600) in tmp's place
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
