@@ -44,7 +44,9 @@ class StubRecommender:
     def recommend_history(self, history, k=10, domain=None, exclude_seen=True):
         if not any(h.startswith("b") for h in history):
             raise ValueError(f"none of the history's item ids is known ({history[0]!r})")
-        return self._frame("", k)
+        rows = self._frame("", k)
+        rows.attrs = {"unknown_history_ids": [h for h in history if not h.startswith("b")]}
+        return rows
 
     def profile_text(self, user_id):
         return "[template] profile"
@@ -73,6 +75,12 @@ def _post(client, body: bytes, **headers) -> httpx.Response:
 def test_a_good_request_is_answered(client):
     reply = client.post("/recommend", json={"user_id": "u1", "k": 3, "why": True})
     assert reply.status_code == 200 and len(reply.json()["items"]) == 3 and reply.json()["profile"]
+
+
+def test_a_history_reply_names_the_ids_left_out(client):
+    reply = client.post("/recommend", json={"history": ["b1", "x9", "b2", "y7"], "k": 2})
+    assert reply.status_code == 200 and reply.json()["unknown_history_ids"] == ["x9", "y7"]
+    assert "unknown_history_ids" not in client.post("/recommend", json={"user_id": "u1", "k": 2}).json()
 
 
 def test_the_cap_counts_streamed_bytes_of_a_chunked_body(client):

@@ -99,6 +99,8 @@ def create_app(recommender: "Recommender", max_k: int = MAX_K, max_history: int 
         except ValueError as e:
             raise HTTPException(status_code=422, detail=_without(str(e), req)) from e
         out: dict[str, Any] = {"items": recs.drop(columns="user_id").to_dict("records")}
+        if req.history is not None:  # which of the client's ids the run does not know (left out)
+            out["unknown_history_ids"] = list(getattr(recs, "attrs", {}).get("unknown_history_ids", []))
         if req.why and req.user_id is not None:
             out["profile"] = recommender.profile_text(req.user_id)
         return out
