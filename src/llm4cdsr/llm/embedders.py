@@ -469,8 +469,13 @@ class CachedEmbedder:
             order = sorted(missing, key=lambda k: len(missing[k]), reverse=True)
             bs = max(1, self.inner.batch_size)
             batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+            if hasattr(self.inner, "load"):  # export / load the model first: its minutes are no embedding rate
+                self.inner.load()
             t0 = time.perf_counter()
-            bar = tqdm(total=len(order), desc=desc or f"{self.stage}: embedding", unit="text", disable=not self.progress,
+            # Progress in characters, not texts: texts go longest first, so a count of texts would read
+            # the first (longest) batches as the rate of all and show an ETA hours too long.
+            bar = tqdm(total=sum(len(missing[k]) for k in order), desc=desc or f"{self.stage}: embedding "
+                       f"{len(order):,} texts", unit="char", unit_scale=True, disable=not self.progress,
                        dynamic_ncols=True, mininterval=1.0)
             try:
                 work = ([missing[k] for k in b] for b in batches)
@@ -482,7 +487,7 @@ class CachedEmbedder:
                     self.calls += len(done)
                     for k, v in zip(batch_keys, vectors):
                         found[k] = v.tobytes()
-                    bar.update(len(batch_keys))
+                    bar.update(sum(len(missing[k]) for k in batch_keys))
             finally:
                 bar.close()
             log.info("%s: embedded %d texts in %.1f s (%d from cache)", self.stage, len(order), time.perf_counter() - t0,

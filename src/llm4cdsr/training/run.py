@@ -210,6 +210,9 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": info["fingerprint"],
                     "synthetic": synthetic},
     }
+    # Minutes on a large set (full ranking of every user over a whole domain, twice): say so first.
+    log.info("evaluating the best epoch (%d) on validation and test, sampled and full ranking, %s users",
+             state["best_epoch"], f"{dataset.n_users:,}")
     summaries, frames = evaluate_model(model, dataset, split, cands, eval_cfg, device)
     results.update(summaries)
     history = state["history"]
