@@ -46,7 +46,7 @@ C2DSR_SAMPLED = ["model.name=c2dsr", "model.dropout=0.2", "model.c2dsr_objective
 
 # label -> overrides of the preset ("CONFIG=<preset>" first: another preset). The first is the
 # reference of the t-tests. Every baseline trains under its better softmax objective (measured:
-# see README), the ablations under the preset's; "-bce" rows are the paper's objective.
+# see docs/results.md), the ablations under the preset's; "-bce" rows are the paper's objective.
 VARIANTS: dict[str, list[str]] = {
     "llm4cdsr": [],
     "llm4cdsr-bce": ["train.loss=bce"],
@@ -181,7 +181,7 @@ def main() -> int:
                              "reads a run from the workspace, else from here")
     parser.add_argument("--retrain-archived", action="store_true", help="train runs that only the archive holds again")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-comparison.md"))
-    parser.add_argument("--readme", default=str(ROOT / "README.md"),
+    parser.add_argument("--readme", default=str(ROOT / "docs" / "results.md"),
                         help="also put the table between the comparison markers of this file ('' = don't)")
     parser.add_argument("--table-only", action="store_true", help="only write the table of the finished runs")
     args = parser.parse_args()

@@ -3,8 +3,6 @@ world whose chosen point is recorded and trained, and the proof that tuning neve
 target: test figures planted in the tuning runs change nothing, validation figures do."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,26 +11,11 @@ import pytest
 import yaml
 
 from llm4cdsr import benchmark as bm
-from llm4cdsr.cli import main
+
+# The tiny world and the command runner of the command tests (pytest puts tests/ on sys.path).
+from test_benchmark_command import benchmark, tiny_config  # noqa: E402
 
 GRID = {"train.lr": [0.001, 0.01]}
-TINY = {"data": {"synth": {"users": 150, "items_a": 60, "items_b": 90}},
-        "model": {"hidden": 16, "max_len": 20, "blocks": 1, "beta": 0.0},
-        "train": {"epochs": 1, "batch_size": 64, "progress": False},
-        "eval": {"num_negatives": 20}, "run": {"baselines": []}}
-
-
-def tiny_config(folder: Path) -> Path:
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, "workspace": str(folder / "ws")}), encoding="utf-8")
-    return path
-
-
-def benchmark(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(["benchmark", *argv])
-    return rc, out.getvalue()
 
 
 def test_the_search_takes_one_key_at_a_time_and_keeps_the_earlier_point_on_a_tie():

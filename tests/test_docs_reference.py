@@ -1,4 +1,5 @@
 """docs/configuration.md is the generated reference of the package defaults, key for key."""
+import re
 from pathlib import Path
 
 from llm4cdsr.config import default_config
@@ -27,3 +28,25 @@ def test_every_default_key_is_in_the_reference_with_a_meaning():
     assert not missing, f"keys the reference lacks: {sorted(missing)}"
     silent = [key for key, line in rows.items() if line.rstrip().endswith("| |")]
     assert not silent, f"keys without a comment in the defaults: {silent}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path) if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#{1,6} (.*)$", linked.read_text(encoding="utf-8"), re.M)
+                if anchor not in {_slug(h) for h in headings}:
+                    broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken

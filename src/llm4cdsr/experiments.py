@@ -7,7 +7,6 @@ users and the sampled candidates stay the same, so every ratio and model is scor
 """
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 

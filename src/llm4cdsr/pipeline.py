@@ -29,7 +29,7 @@ from llm4cdsr.report import build_report
 from llm4cdsr.training.candidates import dataset_fingerprint
 from llm4cdsr.training.run import check_llm_inputs, train_run
 from llm4cdsr.training.trainer import CHECKPOINT
-from llm4cdsr.validation import STAGES, validate_config
+from llm4cdsr.validation import validate_config
 from llm4cdsr.workspace import Workspace, load_item_vectors, load_profile_embeddings
 
 log = logging.getLogger("llm4cdsr.run")

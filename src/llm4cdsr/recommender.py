@@ -222,7 +222,7 @@ class TrainedRecommender:
         frozen PCA tables that is the item's local PCA vector, exactly what a trained row is; with
         learned tables (the default) it is `learned_local_vectors`: a ridge map from the PCA view to
         the learned rows, corrected by the residuals of the item's nearest trained items, so an item
-        whose text is a trained item's gets that item's learned row (README: the held-out measure).
+        whose text is a trained item's gets that item's learned row (docs/serving.md: the held-out measure).
 
         Rows whose id the run already knows, or whose domain is not one of the run's, are left out
         and listed in `self.skipped_new_items` (and logged); an id that is a missing-value marker
@@ -329,7 +329,7 @@ def _frame(users: list[str | None], items: list[dict]) -> pd.DataFrame:
 
 # Inductive local vectors (add_items): ridge strength of the PCA -> learned map, and the
 # neighbour weighting of its residuals (softmax over cosine similarity / RESIDUAL_TEMPERATURE among
-# the NEIGHBOURS nearest trained items). Chosen on the held-out-items measure (README).
+# the NEIGHBOURS nearest trained items). Chosen on the held-out-items measure (docs/serving.md).
 RIDGE = 1.0
 NEIGHBOURS = 10
 RESIDUAL_TEMPERATURE = 0.005

@@ -44,7 +44,7 @@ Where we differ on purpose (simplifications, each for the one harness):
   - The optimiser is the harness's Adam (betas 0.9/0.999; theirs 0.9/0.98); weight decay is
     `train.weight_decay` (default 0, as theirs effectively is: their code declares an L2 of 5e-4 but
     never passes it to the optimiser). On Food x Kitchen that declared L2 (Adam, 5e-4) was the best
-    point of a small validation grid and lifts C2DSR above SASRec, as much as it lifts SASRec (README).
+    point of a small validation grid and lifts C2DSR above SASRec, as much as it lifts SASRec (docs/results.md).
   - `steps` (their `used = 10`): the prediction losses use each history's newest `steps` steps (the
     softmax over a large domain is the memory of a training step); the infomax uses every step.
   - Xavier-normal initialisation of every matrix, as the harness's other models (theirs: PyTorch's
