@@ -95,7 +95,7 @@ def archive(out: Path, dest: Path) -> None:
     for run in sorted((out / "runs").glob("*")):
         if (run / "results.json").is_file():
             (dest / "runs" / run.name).mkdir(parents=True, exist_ok=True)
-            for name in ("results.json", "metrics.jsonl", "config.yaml"):
+            for name in ("results.json", "metrics.jsonl", "config.yaml", "overlap.json"):
                 if (run / name).is_file():
                     shutil.copy2(run / name, dest / "runs" / run.name / name)
 
