@@ -3,6 +3,7 @@ bytes that arrive (chunked too), every malformed body is a 4xx, types are strict
 reply repeats what the client sent."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -133,3 +134,90 @@ def test_error_replies_never_repeat_the_input(client):
         assert "SECRET" not in reply.text and "qqqq" not in reply.text, reply.text[:300]
     big = _post(client, b'{"user_id": "u1", "history": ["' + b"z" * 60000 + b'"]}')
     assert big.status_code == 422 and len(big.content) < 1000
+
+
+# ----- slow and idle clients (loopback, bounded in count and time) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def strict_server():
+    """The server as `serve` configures it, with short deadlines and a small connection limit."""
+    from llm4cdsr.serve import server_config
+
+    app = create_app(StubRecommender(), body_timeout_s=0.5)
+    server = uvicorn.Server(server_config(app, port=0, log_level="warning", header_timeout_s=0.5, max_connections=6))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    """True when the server closes `sock` (recv gives b"" or a reset) within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_idle_connections_are_closed_and_the_server_keeps_answering(strict_server):
+    idle = [socket.create_connection(("127.0.0.1", strict_server)) for _ in range(4)]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{strict_server}", timeout=5) as c:
+            assert c.get("/health").status_code == 200  # beside 4 idle connections
+        assert all(_closed_within(s, 3.0) for s in idle)
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_off(strict_server):
+    sock = socket.create_connection(("127.0.0.1", strict_server))
+    try:
+        started = time.monotonic()
+        sock.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\n")
+        closed = False
+        while time.monotonic() - started < 3.0 and not closed:
+            try:
+                sock.sendall(b"X-a: b\r\n")  # each byte would reset uvicorn's keep-alive timer
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            closed = _closed_within(sock, 0.2)
+        assert closed and time.monotonic() - started < 2.0
+    finally:
+        sock.close()
+
+
+def test_a_body_that_stops_coming_gets_a_408(strict_server):
+    sock = socket.create_connection(("127.0.0.1", strict_server))
+    try:
+        sock.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"user_id\":")
+        sock.settimeout(3.0)
+        reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408")
+    finally:
+        sock.close()
+
+
+def test_past_the_connection_limit_a_request_gets_a_503(strict_server):
+    held = [socket.create_connection(("127.0.0.1", strict_server)) for _ in range(6)]
+    try:
+        time.sleep(0.1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{strict_server}", timeout=5) as c:
+            assert c.get("/health").status_code == 503
+    finally:
+        for s in held:
+            s.close()

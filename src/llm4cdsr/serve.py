@@ -8,8 +8,16 @@ Bound to 127.0.0.1 unless told otherwise. Requests are validated strictly (JSON 
 written: no "5" for 5, no true for 1; k and history bounds; known domains; text that is valid
 UTF-8) and the body is capped at 64 KiB by the bytes that arrive, chunked or not, before it is
 parsed. Every malformed body is a 4xx, and no error reply repeats what the client sent.
+
+Slow and idle clients: a connection must deliver a whole request head within HEADER_TIMEOUT_S of
+being opened or of its last response, and a body within BODY_TIMEOUT_S of its head, or it is closed
+(a body cut off gets a 408); at most MAX_CONNECTIONS are served at once (past that, 503). Closed
+idle connections are logged as one line per burst, not one per connection.
 """
 
+import asyncio
+import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE
@@ -20,9 +28,15 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 64 * 1024
 MAX_K = 200
 MAX_HISTORY = 1000
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 128
+
+log = logging.getLogger("llm4cdsr.serve")
 
 
-def create_app(recommender: "Recommender", max_k: int = MAX_K, max_history: int = MAX_HISTORY, max_body_bytes: int = MAX_BODY_BYTES):
+def create_app(recommender: "Recommender", max_k: int = MAX_K, max_history: int = MAX_HISTORY, max_body_bytes: int = MAX_BODY_BYTES,
+               body_timeout_s: float = BODY_TIMEOUT_S):
     try:
         from fastapi import FastAPI, HTTPException, Request
         from fastapi.exceptions import RequestValidationError
@@ -66,7 +80,7 @@ def create_app(recommender: "Recommender", max_k: int = MAX_K, max_history: int 
 
     fields = set(RecommendRequest.model_fields)
     app = FastAPI(title="llm4cdsr", version="1")
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, timeout_s=body_timeout_s)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -128,9 +142,10 @@ class BodyLimit:
     """ASGI middleware: refuse a request body over `max_bytes` with a 413, counting the bytes as they
     arrive (a chunked body has no Content-Length to check), and hand the app the body it read."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -139,8 +154,12 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self._refuse(send, 413 if length.isdigit() else 400)
         chunks, size = [], 0
+        deadline = time.monotonic() + self.timeout_s
         while True:
-            message = await receive()
+            try:  # a body that trickles in holds a connection and a task: it has a deadline
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except asyncio.TimeoutError:
+                return await self._refuse(send, 408)
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -163,7 +182,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send, status: int) -> None:
-        detail = f"request body over {self.max_bytes} bytes" if status == 413 else "malformed Content-Length"
+        detail = {413: f"request body over {self.max_bytes} bytes", 408: f"request body not received within {self.timeout_s:g} s"}.get(
+            status, "malformed Content-Length")
         payload = ('{"detail": "%s"}' % detail).encode()
         # The rest of the body is never read: the connection closes after this reply.
         await send({"type": "http.response.start", "status": status,
@@ -172,7 +192,82 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+class BurstLog:
+    """One log line per burst of closed idle connections (a flood of them would otherwise write a line
+    each): the first drop is logged, later ones are counted and logged at most every `every_s`."""
+
+    def __init__(self, every_s: float = 10.0):
+        self.every_s = every_s
+        self.pending = 0
+        self.last = -float("inf")
+
+    def drop(self, timeout_s: float) -> None:
+        self.pending += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            log.warning("closed %d connection(s) that sent no whole request head within %g s", self.pending, timeout_s)
+            self.pending, self.last = 0, now
+
+
+def deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, drops: BurstLog | None = None):
+    """uvicorn's h11 protocol with a deadline for each request head: a connection that has not
+    delivered a whole head within `header_timeout_s` of opening, or of its last response, is closed.
+    uvicorn's keep-alive timer alone is reset by any byte, so a client that sends a byte now and then
+    (or nothing at all on a new connection) would hold its connection forever."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    drops = drops or BurstLog()
+
+    class DeadlineH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # a whole head arrived: the app (and BodyLimit's deadline) has the request
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(header_timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+                drops.drop(header_timeout_s)
+                self.transport.close()
+
+    return DeadlineH11Protocol
+
+
+def server_config(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+                  header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS):
+    """The uvicorn config `serve` runs: the deadline protocol, a connection limit (503 past it) and a
+    short keep-alive."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=deadline_protocol(header_timeout_s),
+                          limit_concurrency=max_connections, timeout_keep_alive=5)
+
+
 def serve(recommender: "Recommender", host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     import uvicorn
 
-    uvicorn.run(create_app(recommender), host=host, port=port, log_level=log_level)
+    uvicorn.Server(server_config(create_app(recommender), host=host, port=port, log_level=log_level)).run()
