@@ -112,3 +112,18 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, synth_
     assert main(args) == 2
     line = _error(capsys, "train")
     assert f"{ws / 'runs' / 'r' / 'checkpoint.pt'}: damaged or truncated" in line and "cannot resume" in line, line
+
+
+@pytest.mark.parametrize("command", ["train", "recommend", "export"])
+def test_a_damaged_dataset_table_read_directly_is_one_line(tmp_path, capsys, command):
+    # These load the dataset without prepare's damage check (pyarrow's traceback named no command).
+    ws = tmp_path / "ws"
+    assert main(["run", "-w", str(ws), "data.synth.users=80", *POP, "run.stages=[prepare,train]", "run.name=pop"]) == 0
+    capsys.readouterr()
+    (ws / "dataset" / "users.parquet").write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")  # the magic, nothing readable
+    argv = {"train": ["train", "-w", str(ws), *POP, "--run-name", "again"],
+            "recommend": ["recommend", "--run", str(ws / "runs" / "pop"), "--user", "u00001"],
+            "export": ["export", "-w", str(ws), "--format", "recbole", "--out", str(tmp_path / "rb")]}[command]
+    assert main(argv) != 0
+    line = _error(capsys, command)
+    assert "users.parquet" in line and "damaged" in line

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llm4cdsr.io import atomic_dir, load_npy, read_json, save_npy, write_json
+from llm4cdsr.io import atomic_dir, damaged, load_npy, read_json, save_npy, write_json
 
 FORMAT_VERSION = 1
 
@@ -161,8 +161,8 @@ class PreparedDataset:
         domains = tuple(meta["domains"])
         n_items = (int(meta["n_items"][domains[0]]), int(meta["n_items"][domains[1]]))
         try:
-            items = pd.read_parquet(folder / "items.parquet")
-            users = pd.read_parquet(folder / "users.parquet")
+            items = _read_table(folder / "items.parquet")
+            users = _read_table(folder / "users.parquet")
             offsets = load_npy(folder / "seq_offsets.npy")
             seq_items = load_npy(folder / "seq_items.npy")
         except FileNotFoundError as e:
@@ -232,3 +232,14 @@ def targets_in_training_history(ds: PreparedDataset) -> dict[str, Any]:
     test_seen = int((np.isin(test_keys, history) | (test_keys == valid_keys)).sum())
     return {"test": test_seen, "test_share": round(test_seen / ds.n_users, 6),
             "valid": valid_seen, "valid_share": round(valid_seen / ds.n_users, 6)}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A dataset table; a truncated or corrupt file is one DamagedArtifactError naming it (pyarrow's
+    own errors say nothing of which file)."""
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
+        raise damaged(path, e) from None
