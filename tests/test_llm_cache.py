@@ -83,3 +83,39 @@ def test_batched_reads_and_writes_are_fast(tmp_path):
         elapsed = time.perf_counter() - t0
     assert len(got) == len(texts)
     assert elapsed < 5.0  # ~0.3 s here; one transaction per row would take minutes
+
+
+class _FakeEmbedder:
+    """An embedder of fixed width that makes no model call: what CachedEmbedder reads of one."""
+
+    backend, model, params, batch_size, concurrency, dim = "fake", "fake", {}, 2, 1, 3
+
+    def embed_batch(self, texts):
+        return np.ones((len(texts), 3), dtype=np.float32)
+
+
+def test_embedding_progress_counts_characters(tmp_path, monkeypatch):
+    # Texts go longest first: a bar counting texts reads the first, longest batches as the rate of
+    # all and showed an ETA hours too long; counted in characters, the rate holds from the start.
+    import llm4cdsr.llm.embedders as embedders
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total, self.done, self.unit = total, 0, kwargs.get("unit")
+            bars.append(self)
+
+        def update(self, n):
+            self.done += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(embedders, "tqdm", Bar)
+    texts = ["a" * 500, "bb", "ccc", "a" * 500, "dddd"]
+    with Cache(tmp_path / "cache.sqlite") as cache:
+        out = embedders.CachedEmbedder(_FakeEmbedder(), cache, progress=True).embed(texts)
+    assert out.shape == (5, 3)
+    (bar,) = bars
+    assert bar.unit == "char" and bar.total == bar.done == 500 + 2 + 3 + 4  # distinct texts, in characters
