@@ -88,8 +88,9 @@ def test_a_pretrained_variant_gets_its_seeds_runs_and_needs_their_weights(synth_
     assert ("sasrec_single", 42) in script.benchmark(args).missing_needs(todo)
 
 
-# The variants of the committed table (README, "Results on Food x Kitchen": its --table-only command).
-COMMITTED = ("llm4cdsr,ablation-beta,ablation-id_global,ablation-random_local,ablation-alpha0,ablation-freeze_local_flipped,"
+# The variants of the committed table (docs/results.md: its --table-only command).
+COMMITTED = ("llm4cdsr,ablation-beta,ablation-id_global,ablation-random_local,ablation-alpha0,llm4cdsr-cosine-a1,"
+             "ablation-freeze_local_flipped,"
              "variant-authors_block,llm4cdsr-l2,sasrec_mixed,sasrec_mixed-l2,sasrec_single,gru4rec,tri_cdr,tri_cdr-pretrained,"
              "c2dsr-sampled_ce,c2dsr-sampled_ce-l2,pop,authors-setting,authors-setting-noncausal")
 
