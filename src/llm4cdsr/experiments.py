@@ -174,6 +174,9 @@ def write_overlap_outputs(out_dir: Path, domains) -> pd.DataFrame:
 
 
 def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()  # a group with no user at this share (no one keeps both domains at 0)
+    if values.empty:
+        return "-"
     return f"{values.mean():.4f}" if len(values) < 2 else f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
