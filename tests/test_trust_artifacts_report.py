@@ -11,6 +11,9 @@ from llm4cdsr.data.synth import synth_dataset
 from llm4cdsr.report import build_report
 from llm4cdsr.workspace import Workspace
 
+# One error line, no traceback (pytest puts tests/ on sys.path).
+from test_trust_artifacts_damaged import _error  # noqa: E402
+
 POP = ["model.name=pop", "eval.num_negatives=20", "train.progress=false", "train.num_threads=1"]
 
 
@@ -20,14 +23,6 @@ def run_dir(tmp_path, synth_ds) -> Path:
     synth_ds.save(Workspace(ws).dataset_dir)
     assert main(["train", "-w", str(ws), *POP, "--run-name", "pop"]) == 0
     return ws / "runs" / "pop"
-
-
-def _error(capsys, command: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    last = err.splitlines()[-1]
-    assert last.startswith(f"llm4cdsr {command}: error: "), err[-2000:]
-    return last
 
 
 def test_a_killed_report_leaves_the_previous_page_and_is_not_current(run_dir, monkeypatch):

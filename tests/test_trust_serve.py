@@ -3,6 +3,7 @@ bytes that arrive (chunked too), every malformed body is a 4xx, types are strict
 reply repeats what the client sent."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -53,20 +54,28 @@ class StubRecommender:
         return "[template] profile"
 
 
-@pytest.fixture(scope="module")
-def client():
-    server = uvicorn.Server(uvicorn.Config(create_app(StubRecommender()), host="127.0.0.1", port=0, log_level="warning"))
+@contextlib.contextmanager
+def running(config: uvicorn.Config):
+    """A uvicorn server on a loopback port of its own, in a thread; yields the port."""
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-        yield c
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with running(uvicorn.Config(create_app(StubRecommender()), host="127.0.0.1", port=0, log_level="warning")) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            yield c
 
 
 def _post(client, body: bytes, **headers) -> httpx.Response:
@@ -145,16 +154,8 @@ def strict_server():
     from llm4cdsr.serve import server_config
 
     app = create_app(StubRecommender(), body_timeout_s=0.5)
-    server = uvicorn.Server(server_config(app, port=0, log_level="warning", header_timeout_s=0.5, max_connections=6))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(server_config(app, port=0, log_level="warning", header_timeout_s=0.5, max_connections=6)) as port:
+        yield port
 
 
 def _closed_within(sock, seconds: float) -> bool:
