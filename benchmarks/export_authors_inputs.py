@@ -67,6 +67,8 @@ def _sha256(path: Path) -> str:
 
 
 def _dump(obj, path: Path) -> None:
+    # The one pickle writer of the repository, outside the package: the authors' loader reads
+    # pickles only. It writes, never reads, and only arrays and dicts of ints and strings.
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         pickle.dump(obj, f, protocol=4)
