@@ -25,6 +25,7 @@ from llm4cdsr.data.raw import MISSING_MARKERS, listing
 from llm4cdsr.llm.texts import item_texts
 from llm4cdsr.models import pad_histories
 from llm4cdsr.training.candidates import dataset_fingerprint
+from llm4cdsr.training.diagnostics import item_sample
 from llm4cdsr.training.run import RunError, load_run
 from llm4cdsr.workspace import ArtifactError, Workspace, profile_dir
 
@@ -313,12 +314,10 @@ class TrainedRecommender:
         items = getattr(self.model, "global_items", None)
         if getattr(items, "kind", None) != "llm":
             raise NotImplementedError(f"model {self.cfg['model']['name']} has no LLM adapter")
-        total = self.dataset.n_items_total
-        rng = np.random.default_rng(seed)
-        ids = np.sort(rng.choice(np.arange(1, total + 1), size=min(n, total), replace=False))
+        ids, domain = item_sample(self.dataset.n_items, n, seed)  # the sample training's diagnostics measure
         before = items.llm_vectors[torch.as_tensor(ids)]
         after = items.adapter(before)
-        return {"before": before.numpy(), "after": after.numpy(), "domain": self.dataset.domain_of(ids).astype(int)}
+        return {"before": before.numpy(), "after": after.numpy(), "domain": domain}
 
 
 def _frame(users: list[str | None], items: list[dict]) -> pd.DataFrame:
