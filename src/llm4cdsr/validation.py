@@ -164,6 +164,7 @@ def validate_config(cfg: dict, command: str | None = None) -> dict:
 
     # profile
     c.one_of("profile.backend", PROFILE_BACKENDS)
+    c.one_of("profile.template_vectors", ("text", "pieces"))
     for key in ("profile.concurrency", "profile.local_batch_size", "profile.n_clusters", "profile.max_titles",
                 "profile.max_title_chars", "profile.analyzer_words", "profile.summarizer_words"):
         c.at_least(key, 1)

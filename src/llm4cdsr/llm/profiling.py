@@ -4,7 +4,9 @@
 2. Each user's TRAINING history (never the validation or test target) is split by cluster; for
    each non-empty cluster the analyzer is asked about its 15 most recent titles.
 3. The summarizer merges the cluster-level statements into one profile.
-4. The stage embeds the profile text with the item embedder.
+4. The stage embeds the profile text with the item embedder (template profiles with
+   profile.template_vectors=pieces: each distinct title and keyword of all texts once, a user's
+   vector the character-weighted mean of its text's parts; `template_pieces`).
 
 Every reply is checked (empty, over length, refusal, garbage). A bad reply is asked once more
 with a note; a second bad reply is replaced by the extractive template text, and each case is
@@ -19,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
@@ -160,10 +163,21 @@ def _title_words(title: str) -> list[str]:
     return [w for w in words if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in _TITLE_NOISE]
 
 
-def template_profiles(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> list[str]:
-    """`template_profile` of every user at once: the same texts, byte for byte (a test compares
-    them), without a Python pass per title and user. Each distinct item's cleaned title and
-    words are computed once; the words are counted for all groups together with one sort."""
+@dataclass
+class _TemplateParts:
+    """What the template texts of all groups are made of (see `template_profiles`)."""
+
+    cleaned: list[str]  # cleaned title of each distinct item in the groups (a row of `used`)
+    shown: np.ndarray  # (S,) row in `cleaned` of each shown title: by group, then oldest first
+    shown_bounds: list[int]  # (G + 1,) group g shows shown[shown_bounds[g]:shown_bounds[g + 1]]
+    kw_group: np.ndarray  # (K,) group of each keyword, ascending; most frequent first within a group
+    kw_word: np.ndarray  # (K,) index into `vocab`
+    vocab: list[str]
+
+
+def _template_parts(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> _TemplateParts:
+    """Each distinct item's cleaned title and words computed once; the words counted for all
+    groups together with one sort."""
     n_titles, n_keywords = prof["max_titles"], prof["template_keywords"]
     used = np.unique(groups.items)
     # Per used item: its cleaned title and its word ids (CSR); index by position in `used`.
@@ -179,9 +193,7 @@ def template_profiles(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> 
 
     # Keywords: counts of (group, word) over every title of the group (frequent_keywords reads
     # them all, not only the recent ones); ties go to the word seen first, as Counter.most_common.
-    # Containers are few on purpose: a list per group or user (hundreds of thousands) made the
-    # garbage collector's passes the largest cost; strings are not tracked by it.
-    keywords: dict[int, str] = {}  # group -> " Frequent words: a, b."
+    kw_group = kw_word = np.zeros(0, dtype=np.int64)
     if n_keywords > 0:
         take = sizes[group_of] >= 2  # a group of one title has no frequent words
         t_slot, t_group = slot[take], group_of[take]
@@ -197,20 +209,78 @@ def template_profiles(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> 
         order = np.lexsort((first, -counts, g))  # by group, count descending, first seen
         g, w = g[order], (keys % width)[order]
         top = (np.arange(len(g)) - np.searchsorted(g, g)) < n_keywords  # the first n_keywords of each group
-        g, names = g[top], np.array(list(vocab), dtype=object)[w[top]].tolist()
-        starts = (np.flatnonzero(np.r_[True, g[1:] != g[:-1]]).tolist() if len(g) else []) + [len(g)]
-        for a, b in zip(starts[:-1], starts[1:]):
-            keywords[int(g[a])] = " Frequent words: " + ", ".join(names[a:b]) + "."
+        kw_group, kw_word = g[top], w[top]
 
     # Titles: the group's last max_titles items, oldest first.
     recent = np.arange(len(slot)) >= np.repeat(groups.offsets[1:], sizes) - n_titles
     bounds = np.concatenate([[0], np.cumsum(np.minimum(sizes, n_titles))]).tolist()
-    flat = [cleaned[i] for i in slot[recent].tolist()]
+    return _TemplateParts(cleaned, slot[recent], bounds, kw_group, kw_word, list(vocab))
+
+
+def template_profiles(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> list[str]:
+    """`template_profile` of every user at once: the same texts, byte for byte (a test compares
+    them), without a Python pass per title and user."""
+    parts = _template_parts(groups, titles, prof)
+    # Containers are few on purpose: a list per group or user (hundreds of thousands) made the
+    # garbage collector's passes the largest cost; strings are not tracked by it.
+    keywords: dict[int, str] = {}  # group -> " Frequent words: a, b."
+    g, names = parts.kw_group, [parts.vocab[w] for w in parts.kw_word.tolist()]
+    starts = (np.flatnonzero(np.r_[True, g[1:] != g[:-1]]).tolist() if len(g) else []) + [len(g)]
+    for a, b in zip(starts[:-1], starts[1:]):
+        keywords[int(g[a])] = " Frequent words: " + ", ".join(names[a:b]) + "."
+    flat = [parts.cleaned[i] for i in parts.shown.tolist()]
+    bounds = parts.shown_bounds
     texts = ["Interested in: " + "; ".join(flat[bounds[g_idx]:bounds[g_idx + 1]]) + "." + keywords.get(g_idx, "")
-             for g_idx in range(len(sizes))]
+             for g_idx in range(len(bounds) - 1)]
     # Groups are ordered by user: each user's texts are one run of them.
     user_bounds = np.searchsorted(groups.user, np.arange(groups.n_users + 1)).tolist()
     return [" ".join(texts[user_bounds[u]:user_bounds[u + 1]]) for u in range(groups.n_users)]
+
+
+@dataclass
+class TemplatePieces:
+    """The parts of every user's template text, each distinct part to be embedded once.
+
+    A user's vector is the mean of its parts' vectors weighted by their characters (the whole
+    text's vector is a mean over its tokens; the parts are read apart, without the context of the
+    rest), normalised. Parts: the two labels "Interested in:" and "Frequent words:" once per
+    cluster that shows them, each shown title, each keyword. A user without training items has
+    the empty text, embedded as the whole-text path embeds it.
+    """
+
+    texts: list[str]  # (P,) distinct
+    weights: sparse.csr_matrix  # (U, P) float32: characters of each part in each user's text
+
+    def pool(self, vectors: np.ndarray) -> np.ndarray:
+        """(U, D) float32 unit rows from the parts' vectors (P, D)."""
+        pooled = np.asarray(self.weights @ np.asarray(vectors, dtype=np.float32), dtype=np.float32)  # (U, D)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.float32(1e-12))
+
+
+def template_pieces(groups: ClusterGroups, titles: np.ndarray, prof: dict) -> TemplatePieces:
+    """`TemplatePieces` of every user, from the same parts as `template_profiles` (all users at once)."""
+    parts = _template_parts(groups, titles, prof)
+    labels = ["Interested in:", "Frequent words:", ""]
+    texts = labels + parts.cleaned + parts.vocab  # candidate parts, by id
+    first_word = len(labels) + len(parts.cleaned)
+    kw_groups = np.unique(parts.kw_group)
+    shown_sizes = np.diff(parts.shown_bounds)
+    user = np.concatenate([groups.user, np.repeat(groups.user, shown_sizes), groups.user[kw_groups],
+                           groups.user[parts.kw_group]])
+    part = np.concatenate([np.zeros(len(groups.user), dtype=np.int64), len(labels) + parts.shown,
+                           np.ones(len(kw_groups), dtype=np.int64), first_word + parts.kw_word])
+    empty = np.setdiff1d(np.arange(groups.n_users), groups.user)  # users without training items
+    user, part = np.concatenate([user, empty]), np.concatenate([part, np.full(len(empty), 2, dtype=np.int64)])
+    chars = np.fromiter(map(len, texts), dtype=np.float32, count=len(texts))
+    weight = np.where(part == 2, np.float32(1), chars[part])  # the empty text: any weight, it is alone
+    keep = weight > 0  # an empty cleaned title adds nothing to the text
+    # Distinct texts only (two items may share a title): each is embedded and stored once.
+    ids, part = np.unique(part[keep], return_inverse=True)
+    index: dict[str, int] = {}
+    remap = np.array([index.setdefault(texts[i], len(index)) for i in ids.tolist()], dtype=np.int64)
+    weights = sparse.csr_matrix((weight[keep], (user[keep], remap[part])), shape=(groups.n_users, len(index)),
+                                dtype=np.float32)  # duplicates (a label per cluster) are summed
+    return TemplatePieces(list(index), weights)
 
 
 # ----- LLM profiling ----------------------------------------------------------------------

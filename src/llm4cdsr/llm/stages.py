@@ -45,10 +45,12 @@ from llm4cdsr.llm.embedders import CachedEmbedder, make_raw_embedder
 from llm4cdsr.llm.pca import pca_tables
 from llm4cdsr.llm.profiling import (
     ClusterGroups,
+    TemplatePieces,
     analyzer_request,
     cluster_items,
     group_by_cluster,
     llm_profiles,
+    template_pieces,
     template_profiles,
 )
 from llm4cdsr.llm.texts import item_texts
@@ -98,6 +100,10 @@ def profile_config_hash(cfg: dict) -> str:
     prof = {k: v for k, v in cfg["profile"].items() if k not in _PROFILE_RUNTIME_KEYS}
     if prof["backend"] == "template":
         prof = {k: v for k, v in prof.items() if k not in _PROFILE_LLM_KEYS}
+    # Whole-text vectors hash as before the key existed, so workspaces made then stay current;
+    # LLM-written profiles are always embedded whole.
+    if prof.get("template_vectors", "text") == "text" or prof["backend"] != "template":
+        prof.pop("template_vectors", None)
     return stable_hash({"profile": prof})  # profile.seed is in it; the run seed is not
 
 
@@ -314,10 +320,16 @@ def _build_profiles(cfg: dict, out_dir: Path) -> dict:
         report.update(call_report)
         report["chat_calls"] = chat.calls
         report["chat_cache_hits"] = chat.cache_hits
+    pieces: TemplatePieces | None = None
+    if prof["backend"] == "template" and prof.get("template_vectors", "text") == "pieces":
+        pieces = template_pieces(groups, titles, prof)
     t_text = time.perf_counter() - t0 - t_cluster
     embedder = make_embedder(cfg, "profile")
     try:
-        vectors = embedder.embed(texts, desc="profile: embedding")
+        if pieces is None:
+            vectors = embedder.embed(texts, desc="profile: embedding")
+        else:  # each distinct title and keyword once, through the same cache (resumable as the texts are)
+            vectors = pieces.pool(embedder.embed(pieces.texts, desc="profile: embedding titles and keywords"))
     finally:
         embedder.cache.close()
     counts = pd.Series(sources).value_counts().to_dict()
@@ -327,6 +339,8 @@ def _build_profiles(cfg: dict, out_dir: Path) -> dict:
         embedding_calls=embedder.calls,
         embedding_cache_hits=embedder.cache_hits,
         mean_text_chars=round(float(np.mean([len(t) for t in texts])) if texts else 0.0, 1),
+        vectors="whole texts" if pieces is None else "pieces (titles and keywords, character-weighted mean)",
+        embedded_texts=len(set(texts)) if pieces is None else len(pieces.texts),  # distinct
         time_s={"cluster": round(t_cluster, 2), "texts": round(t_text, 2),
                 "embed": round(time.perf_counter() - t0 - t_cluster - t_text, 2)},
     )
