@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as e:
         raise CliError(str(e)) from e
     report = ds.meta["prepare_report"]
-    print(f"dataset: {folder}  ({ds.meta['source']['format']}, {time.perf_counter() - start:.1f} s)")
+    print(f"dataset: {folder}  ({ds.meta['source']['format']}, read by {ds.meta.get('engine', 'python')}, "
+          f"{time.perf_counter() - start:.1f} s)")
     for step in report["steps"]:
         print(f"  {step['step']:<40} {step['users']:>10,} users {step['interactions']:>12,} interactions")
     for key in ("items_without_metadata", "bad_lines_skipped"):

@@ -33,6 +33,13 @@ FIELDS = {
     "2018": {"user": "reviewerID", "item": "asin", "time": "unixReviewTime", "meta_item": "asin", "unit": "s"},
     "2023": {"user": "user_id", "item": "parent_asin", "time": "timestamp", "meta_item": "parent_asin", "unit": "ms"},
 }
+# Metadata per version: items-table column -> (field of the dump, separator joining a list value).
+META_FIELDS = {
+    "2018": {"title": ("title", " "), "brand": ("brand", " "), "price": ("price", " "), "categories": ("category", " > "),
+             "description": ("description", " "), "features": ("feature", "; ")},
+    "2023": {"title": ("title", " "), "brand": ("store", " "), "price": ("price", " "), "categories": ("categories", " > "),
+             "description": ("description", " "), "features": ("features", "; ")},
+}
 # Long descriptions are cut here: item texts are truncated far shorter later, and this bounds memory.
 MAX_TEXT_CHARS = 2000
 PROGRESS_EVERY = 20_000  # lines between progress-bar updates (updating per line costs more than parsing)
@@ -140,35 +147,29 @@ def _text(value: Any, sep: str = " ") -> str:
     return text[:MAX_TEXT_CHARS]
 
 
-def _meta_row(rec: dict, version: str) -> dict[str, str]:
-    if version == "2018":
-        return {
-            "title": _text(rec.get("title")),
-            "brand": _text(rec.get("brand")),
-            "price": _text(rec.get("price")),
-            "categories": _text(rec.get("category"), " > "),
-            "description": _text(rec.get("description")),
-            "features": _text(rec.get("feature"), "; "),
-        }
-    return {
-        "title": _text(rec.get("title")),
-        "brand": _text(rec.get("store")),
-        "price": _text(rec.get("price")),
-        "categories": _text(rec.get("categories"), " > "),
-        "description": _text(rec.get("description")),
-        "features": _text(rec.get("features"), "; "),
-    }
+def meta_row(rec: dict, version: str) -> dict[str, str]:
+    """The items-table text columns of one metadata record."""
+    return {column: _text(rec.get(field), sep) for column, (field, sep) in META_FIELDS[version].items()}
 
 
-def read_amazon(reviews: list[str | Path], meta: list[str | Path], version: str = "auto",
-                skip_bad_lines: bool = False, progress: bool = True) -> RawData:
-    """Two review dumps (one per domain) and their metadata dumps -> RawData."""
+def review_setup(reviews: list[str | Path], version: str) -> tuple[str, list[str]]:
+    """(format version, domain name per review dump), checking that there are two categories."""
     if len(reviews) != 2:
         raise DataError(f"data.reviews: give exactly two review dumps, one per domain (got {len(reviews)})")
     if version == "auto":
         version = detect_version(reviews[0])
     if version not in FIELDS:
         raise DataError(f"Amazon format version must be 2018 or 2023, got {version!r}")
+    domains = [domain_name(p) for p in reviews]
+    if domains[0] == domains[1]:
+        raise DataError(f"data.reviews: both dumps are named {domains[0]!r}; give two categories")
+    return version, domains
+
+
+def read_amazon(reviews: list[str | Path], meta: list[str | Path], version: str = "auto",
+                skip_bad_lines: bool = False, progress: bool = True) -> RawData:
+    """Two review dumps (one per domain) and their metadata dumps -> RawData."""
+    version, domains = review_setup(reviews, version)
     f = FIELDS[version]
     bad = _BadLines(skip_bad_lines)
 
@@ -177,9 +178,6 @@ def read_amazon(reviews: list[str | Path], meta: list[str | Path], version: str 
     item_domain = array("b")
     users, items, times = array("i"), array("i"), array("q")
     cross: list[str] = []
-    domains = [domain_name(p) for p in reviews]
-    if domains[0] == domains[1]:
-        raise DataError(f"data.reviews: both dumps are named {domains[0]!r}; give two categories")
     for d, path in enumerate(reviews):
         path = Path(path)
         for lineno, rec in json_records(path, "reviews", progress, bad):
@@ -225,10 +223,10 @@ def read_amazon(reviews: list[str | Path], meta: list[str | Path], version: str 
                 continue
             code = item_code.get(str(rec[f["meta_item"]]))
             if code is not None and code not in meta_rows:
-                meta_rows[code] = _meta_row(rec, version)
+                meta_rows[code] = meta_row(rec, version)
 
     n = len(item_code)
-    columns = ["title", "brand", "price", "categories", "description", "features"]
+    columns = list(META_FIELDS[version])
     empty = dict.fromkeys(columns, "")
     table = pd.DataFrame([meta_rows.get(c, empty) for c in range(n)], columns=columns)
     table.insert(0, "domain", np.asarray(domains, dtype=object)[np.frombuffer(item_domain, dtype=np.int8)])

@@ -48,13 +48,20 @@ def default_data_config() -> dict[str, Any]:
 # ----- building -------------------------------------------------------------------------------
 def _domain_codes(raw: RawData, domain_map: dict, order: list) -> tuple[tuple[str, str], np.ndarray]:
     """(domain names A, B) and, per item code, 0 / 1, or -1 for an item whose domain is dropped."""
-    item_domains = raw.items["domain"].astype(str)
+    where = raw.source.get("files", ["input"])[0] if raw.source.get("files") else "input"
+    return domain_codes(raw.items["domain"], np.unique(raw.item_codes), domain_map, order, where)
+
+
+def domain_codes(item_domains: pd.Series, used_codes: np.ndarray, domain_map: dict, order: list,
+                 where: str) -> tuple[tuple[str, str], np.ndarray]:
+    """(domain names A, B) and, per entry of `item_domains`, 0 / 1, or -1 where the domain is
+    dropped; only the entries at `used_codes` (items with interactions) decide the names."""
+    item_domains = item_domains.astype(str)
     if domain_map:
         mapped = item_domains.map(lambda d: domain_map.get(d, d))
         item_domains = mapped.where(mapped.notna(), None)
-    used = pd.Series(item_domains.to_numpy()[np.unique(raw.item_codes)]).dropna()
+    used = pd.Series(item_domains.to_numpy()[used_codes]).dropna()
     names = sorted(set(used.astype(str)))
-    where = raw.source.get("files", ["input"])[0] if raw.source.get("files") else "input"
     if len(names) > 2:
         counts = used.value_counts()
         raise DataError(
@@ -80,15 +87,26 @@ def _count(users: np.ndarray, keep: np.ndarray) -> dict[str, int]:
     return {"interactions": int(keep.sum()), "users": int(np.unique(users[keep]).size)}
 
 
-def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset:
-    """Apply the filters of the `data` config section to raw data and assign ids (in memory)."""
-    cfg = default_data_config()
-    cfg.update(data_cfg or {})
+def check_policies(cfg: dict) -> str:
+    """Check data.repeats and data.duplicates; returns the duplicates policy."""
     if cfg["repeats"] not in filters.REPEAT_POLICIES:
         raise DataError(f"data.repeats must be one of {', '.join(filters.REPEAT_POLICIES)}, got {cfg['repeats']!r}")
     duplicates = cfg.get("duplicates", "drop")
     if duplicates not in DUPLICATE_POLICIES:
         raise DataError(f"data.duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, got {duplicates!r}")
+    return duplicates
+
+
+def warn_duplicates(where: str, count: int, time_kind: str) -> None:
+    log.warning("%s: %d exact duplicate row(s) (same user, item and %s) dropped; data.duplicates=keep keeps them",
+                where, count, "time" if time_kind == "timestamp" else "position")
+
+
+def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset:
+    """Apply the filters of the `data` config section to raw data and assign ids (in memory)."""
+    cfg = default_data_config()
+    cfg.update(data_cfg or {})
+    duplicates = check_policies(cfg)
     domains, item_domain = _domain_codes(raw, cfg.get("domain_map") or {}, list(cfg.get("domains") or []))
 
     # One stable sort up front (user by raw id, then time, ties by input row order); every
@@ -123,9 +141,7 @@ def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset
         unique = filters.exact_duplicates(users[keep], items[keep], times[keep])
         duplicate_rows = int((~unique).sum())
         if duplicate_rows:
-            where = (raw.source.get("files") or ["the input"])[0]
-            log.warning("%s: %d exact duplicate row(s) (same user, item and %s) dropped; data.duplicates=keep keeps them",
-                        where, duplicate_rows, "time" if raw.time_kind == "timestamp" else "position")
+            warn_duplicates((raw.source.get("files") or ["the input"])[0], duplicate_rows, raw.time_kind)
             apply(unique, "exact duplicate rows")
     if cfg["repeats"] != "keep_all":
         apply(filters.repeats(users[keep], items[keep], cfg["repeats"]), f"repeats {cfg['repeats']}")
@@ -149,45 +165,58 @@ def build_dataset(raw: RawData, data_cfg: dict | None = None) -> PreparedDataset
     # Domain A first, then raw id: the row order is the global id order.
     item_order = np.lexsort((raw_item_ids, dom))
     ordered = kept_items[item_order]
-    n_a = int((dom == 0).sum())
-    n_b = int((dom == 1).sum())
     global_of_code = np.zeros(len(raw.items), dtype=np.int64)
     global_of_code[ordered] = np.arange(1, len(ordered) + 1)
 
-    table = raw.items.iloc[ordered].reset_index(drop=True)
+    counts = np.bincount(user_new, minlength=len(kept_users))
+    return assemble(raw.items.iloc[ordered].reset_index(drop=True), item_domain[ordered], domains, user_ids, counts,
+                    global_of_code[items], times, raw.source, raw.time_kind, raw.time_unit,
+                    {"steps": steps, "duplicate_rows_dropped": duplicate_rows,
+                     "items_dropped": int(len(raw.items) - len(ordered)), **raw.notes})
+
+
+def assemble(table: pd.DataFrame, dom_sorted: np.ndarray, domains: tuple[str, str], user_ids: np.ndarray,
+             counts: np.ndarray, seq_items: np.ndarray, times: np.ndarray, source: dict[str, Any], time_kind: str,
+             time_unit: str, report: dict[str, Any]) -> PreparedDataset:
+    """The PreparedDataset of filtered interactions, whichever reader and engine filtered them.
+
+    `table`: the kept items in global id order (item_id, title, extra text columns), `dom_sorted`
+    their domain codes; `counts` interactions per kept user, `seq_items` (global ids) and `times`
+    in history order; `report`: steps, duplicate_rows_dropped, items_dropped and the importer's notes."""
+    n = len(table)
+    n_a = int((dom_sorted == 0).sum())
     extra = [c for c in table.columns if c not in ("item_id", "domain", "title")]
-    dom_sorted = item_domain[ordered]
     items_df = pd.DataFrame({
-        "global_id": np.arange(1, len(ordered) + 1, dtype=np.int64),
+        "global_id": np.arange(1, n + 1, dtype=np.int64),
         "domain": np.where(dom_sorted == 0, domains[0], domains[1]).astype(object),
-        "local_id": np.where(dom_sorted == 0, np.arange(1, len(ordered) + 1), np.arange(1, len(ordered) + 1) - n_a).astype(np.int64),
+        "local_id": np.where(dom_sorted == 0, np.arange(1, n + 1), np.arange(1, n + 1) - n_a).astype(np.int64),
         "raw_id": table["item_id"].astype(str).to_numpy(dtype=object),
         "title": table["title"].fillna("").astype(str).to_numpy(dtype=object),
     })
     for c in extra:
         items_df[c] = table[c].fillna("").astype(str).to_numpy(dtype=object)
 
-    offsets = np.zeros(len(kept_users) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(user_new, minlength=len(kept_users)), out=offsets[1:])
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
     seq_times = np.rint(times).astype(np.int64) if times.dtype.kind == "f" else times.astype(np.int64)
 
+    report = dict(report)
     empty_titles = int((items_df["title"].str.strip() == "").sum())
     meta = {
-        "source": raw.source,
-        "time_kind": raw.time_kind,
-        "time_unit": raw.time_unit if raw.time_kind == "timestamp" else None,
-        "synthetic": bool(raw.source.get("synthetic", False)),
+        "source": source,
+        "time_kind": time_kind,
+        "time_unit": time_unit if time_kind == "timestamp" else None,
+        "synthetic": bool(source.get("synthetic", False)),
         "pipeline_version": PIPELINE_VERSION,
-        "prepare_report": {"steps": steps, "empty_titles": empty_titles, "duplicate_rows_dropped": duplicate_rows,
-                           "items_dropped": int(len(raw.items) - len(ordered)), **raw.notes},
+        "prepare_report": {"steps": report.pop("steps"), "empty_titles": empty_titles, **report},
     }
     ds = PreparedDataset(
         domains=domains,
-        n_items=(n_a, n_b),
+        n_items=(n_a, n - n_a),
         items=items_df,
         user_ids=np.asarray(user_ids, dtype=object),
         seq_offsets=offsets,
-        seq_items=global_of_code[items].astype(np.int32),
+        seq_items=np.asarray(seq_items).astype(np.int32),
         seq_times=seq_times,
         meta=meta,
     )

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from llm4cdsr.data import douban
+from llm4cdsr.data import columnar, douban
 from llm4cdsr.data.amazon import read_amazon
 from llm4cdsr.data.build import PIPELINE_VERSION, build_dataset, default_data_config, prepare_tables
 from llm4cdsr.data.dataset import FORMAT_VERSION, DatasetError, PreparedDataset, compute_stats
@@ -216,6 +216,7 @@ def data_hash(cfg: dict, inputs: dict | None = None) -> str:
     inputs = inputs or resolve_inputs(data_cfg)
     if inputs["format"] != "synthetic":
         data_cfg.pop("synth", None)  # the demo world's knobs do not touch real data
+    data_cfg.pop("engine", None)  # every engine makes the same dataset (tests/test_data_columnar.py)
     return stable_hash({
         "data": data_cfg,
         "files": [_fingerprint(p) for p in inputs["files"]],
@@ -279,9 +280,16 @@ def _prepare_locked(ws: Workspace, cfg: dict, inputs: dict, config_hash: str, cu
         ds = None if force else current()  # another process may have just made it
         if ds is not None:
             return ds
-        raw = load_raw(cfg["data"], inputs, progress)
-        ds = build_dataset(raw, cfg["data"])
-        del raw
+        ds = None
+        engine = columnar.engine_for(cfg["data"], inputs["format"])
+        if engine == "duckdb":
+            ds = columnar.prepare_dump(cfg["data"], inputs, progress)  # None: the Python path reads it
+        if ds is None:
+            engine = "python"
+            raw = load_raw(cfg["data"], inputs, progress)
+            ds = build_dataset(raw, cfg["data"])
+            del raw
+        ds.meta["engine"] = columnar.engine_version() if engine == "duckdb" else "python"
         ds.meta["config_hash"] = config_hash
         ds.meta["data_config"] = cfg["data"]
         ds.save(ws.dataset_dir, dataset_stats(ds))
