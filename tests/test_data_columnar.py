@@ -173,3 +173,44 @@ def test_engine_setting(tmp_path):
     assert columnar.engine_for({"engine": "python"}, "douban") == "python"
     with pytest.raises(DataError, match="data.engine must be one of auto, python, duckdb, got 'polars'"):
         columnar.engine_for({"engine": "polars"}, "amazon")
+
+
+def douban_dumps(tmp_path):
+    """The Douban test's dumps: the standard one, metadata keyed by page id, one metadata file
+    missing, unrated reviews, and tags and ids wrapped in Python whitespace DuckDB's trim() keeps."""
+    from test_data_douban import table
+
+    yield {"interactions": str(write_dump(tmp_path / "d"))}
+    folder = write_dump(tmp_path / "page", book_meta=False)
+    (folder / "meta_books.txt").write_text(table(["book_id", "title"], [("3", "Solaris"), ("3", "second row")]),
+                                           encoding="utf-8")
+    yield {"interactions": str(folder), "items": [str(folder / "meta_books.txt"), str(folder / "movies_cleaned.txt")]}
+    yield {"interactions": str(folder), "items": [str(folder / "movies_cleaned.txt")]}
+    rows = [*review_rows("movie"), ("u5", "9", "NA", "", "", "2010-01-01"), ("u1", "2", 3, "剧情|NA||爱情", "", "2010-01-05")]
+    yield {"interactions": str(write_dump(tmp_path / "rated", movie_rows=rows))}
+    books = [("\u3000u1", "1\u00a0", 5, "\u3000科幻\u3000|经典\t|经典", "", "2010-01-05"), *review_rows("book")[1:],
+             ("u3", "1", 4, "经典 | 科幻", "", "2010-1-9"), ("u2", "1", 4, "科幻", "", "2010-01-09 10:30")]
+    yield {"interactions": str(write_dump(tmp_path / "spaces", book_rows=books))}
+
+
+@pytest.mark.parametrize("options", [{}, {"douban_min_rating": 4}, {"min_user": 3, "min_item": 2}, {"time_min": "2010-01-03"},
+                                     {"max_history": 2, "repeats": "keep_last"}], ids=lambda o: ",".join(o) or "defaults")
+def test_douban_fixtures_give_the_python_path_dataset(tmp_path, options):
+    for dump in douban_dumps(tmp_path):
+        check({"format": "douban", **dump, **options})
+
+
+def test_a_bad_douban_row_is_one_error_naming_the_file_and_line(tmp_path):
+    rows = review_rows("book")
+    rows[4] = ("u3", "3", 5, "科幻", "x", "2010-13-03")
+    bad_date = write_dump(tmp_path / "date", book_rows=rows)
+    broken = '"u9"\t"1"\t5\t"小说"\t"he said \\"hi\tthere\\" ok"\t"2010-01-08"\t6\n'
+    bad_width = write_dump(tmp_path / "width", extra_lines=broken)
+    for folder, error in ((bad_date, r"bookreviews_cleaned.txt:7: 'time' is not a date like 2010-01-31: '2010-13-03'"),
+                          (bad_width, r"bookreviews_cleaned.txt:8: 8 fields where the header has 7")):
+        cfg = {**default_data_config(), "format": "douban", "interactions": str(folder)}
+        assert columnar.prepare_dump(cfg, resolve_inputs(cfg), progress=False) is None
+        ws = load_config([], [f"workspace={tmp_path / 'ws'}", "data.engine=duckdb", "data.format=douban",
+                              f"data.interactions={folder}"])
+        with pytest.raises(DataError, match=error):
+            run_prepare(ws, progress=False)

@@ -165,7 +165,170 @@ def _reviewed_items(con) -> None:
 
 # ----- Douban ----------------------------------------------------------------------------------
 def _read_douban(con, inputs: dict, cfg: dict) -> dict[str, Any]:
-    raise Fallback("Douban through DuckDB: not yet")
+    """douban.read_douban's rules in SQL. Headers come from the Python reader (its column errors);
+    dates and ratings, a few thousand distinct values, go through its parsers (douban.parse_date,
+    float()); ids and tags are stripped of Python's whitespace (`_WS`)."""
+    reviews, meta = [Path(p) for p in inputs["interactions"]], [Path(p) for p in inputs["items"]]
+    min_rating = cfg.get("douban_min_rating", 0)
+    if len(reviews) != 2:
+        raise Fallback("not two review files")
+    con.execute(f"CREATE MACRO py_strip(s) AS regexp_replace(s, '^{_WS}+|{_WS}+$', '', 'g')")
+    domains: list[str] = []
+    con.execute("CREATE TABLE rev (u VARCHAR, item VARCHAR, t VARCHAR, rating VARCHAR, labels VARCHAR, d TINYINT)")
+    for d, path in enumerate(reviews):
+        header = _douban_header(path, "reviews")
+        try:  # a missing column: the Python path says which, after any bad row of an earlier file
+            domain = douban._review_domain(path, header)
+            iu, ii, it = douban._columns(path, header, ["user_id", f"{domain}_id", "time"])
+            ir = douban._columns(path, header, ["rating"])[0] if min_rating > 0 else -1
+        except DataError as e:
+            raise Fallback(str(e)) from e
+        if domain in domains:
+            raise Fallback("two review files of one domain")
+        domains.append(domain)
+        il = header.index("labels") if "labels" in header else -1
+        column = (lambda k: f"c{k}" if k >= 0 else "NULL")
+        con.execute(f"INSERT INTO rev SELECT py_strip(c{iu}), py_strip(c{ii}), c{it}, {column(ir)}, {column(il)}, {d} "
+                    f"FROM {_read_tsv(path, len(header))}")
+    bad = con.execute(f"SELECT count(*) FILTER (coalesce(u, '') = '' OR coalesce(item, '') = '' "
+                      f"OR length(u) > {MAX_ID_CHARS} OR length(item) > {MAX_ID_CHARS}) FROM rev").fetchall()[0][0]
+    if bad:
+        raise Fallback(f"{bad} review row(s) with an empty or overlong id")
+    # Dates and ratings: Python's parsers on the distinct values, joined back.
+    days = [t for (t,) in con.execute("SELECT DISTINCT t FROM rev").fetchall()]
+    stamps = {t: douban.parse_date(t) for t in days if t is not None}
+    if None in days or None in stamps.values():
+        raise Fallback("a review whose 'time' is not a date")
+    con.register("days", pd.DataFrame({"t": list(stamps), "ts": np.array(list(stamps.values()), dtype=np.int64)}))
+    dropped = {"ratings_below_min": 0, "ratings_missing": 0}
+    keep = "true"
+    if min_rating > 0:
+        status = {r: _rating_status(r, min_rating) for (r,) in con.execute("SELECT DISTINCT rating FROM rev").fetchall()}
+        if "bad" in status.values():
+            raise Fallback("a review whose 'rating' is not a number")
+        con.register("ratings", pd.DataFrame({"rating": list(status), "status": list(status.values())}))
+        for key, name in (("ratings_below_min", "below"), ("ratings_missing", "missing")):
+            dropped[key] = con.execute("SELECT count(*) FROM rev JOIN ratings ON rev.rating IS NOT DISTINCT FROM ratings.rating "
+                                       "WHERE status = ?", [name]).fetchall()[0][0]
+        keep = "rev.rating IN (SELECT rating FROM ratings WHERE status = 'keep')"
+    names = ", ".join(f"'{x}'" for x in domains)
+    con.execute(f"""CREATE TABLE inter AS
+        SELECT u AS u_id, list_extract([{names}], d + 1) || ':' || item AS i_id, d, days.ts AS t, labels
+        FROM rev JOIN days USING (t) WHERE {keep} ORDER BY rev.rowid""")
+    con.execute("DROP TABLE rev")
+    if con.execute("SELECT count(*) FROM inter").fetchall()[0][0] == 0:
+        raise Fallback("no reviews")
+    _reviewed_items(con)
+
+    # Tags: an item's most frequent user tags, ties in order of first use (Counter.most_common).
+    missing = ", ".join("'" + m.replace("'", "''") + "'" for m in sorted(douban.MISSING))
+    con.execute(f"""CREATE TABLE tags AS
+        WITH pieces AS (
+            SELECT i_id, rowid AS row, unnest(string_split(labels, '|')) AS piece,
+                   generate_subscripts(string_split(labels, '|'), 1) AS pos
+            FROM inter WHERE labels IS NOT NULL),
+        counted AS (
+            SELECT i_id, py_strip(piece) AS tag, count(*) AS n, min(row * 1000000 + pos) AS first
+            FROM pieces WHERE py_strip(piece) NOT IN ({missing}) GROUP BY i_id, py_strip(piece)
+            QUALIFY row_number() OVER (PARTITION BY i_id ORDER BY n DESC, first) <= {douban.TOP_TAGS})
+        SELECT i_id AS k, string_agg(tag, ', ' ORDER BY n DESC, first) AS tags FROM counted GROUP BY i_id""")
+
+    # Metadata: per file, each candidate key column's first row per reviewed item; the column
+    # matching more items is the key (ties: UID, listed first).
+    headers = []
+    for path in meta:
+        header = _douban_header(path, "metadata")
+        try:
+            headers.append((path, header, douban._meta_domain(path, header, domains)))
+        except DataError as e:
+            raise Fallback(str(e)) from e
+    text_columns: list[str] = []
+    for _, header, _ in headers:
+        text_columns += [name for c, name in douban.TEXT_COLUMNS.items() if c in header and name not in text_columns]
+    values = ", ".join(f"{_q(x)} VARCHAR" for x in text_columns)
+    con.execute(f"CREATE TABLE mtext (k VARCHAR, title VARCHAR{', ' + values if values else ''})")
+    keys: dict[str, str] = {}
+    for path, header, domain in headers:
+        if domain in keys:
+            raise Fallback("a second metadata file of one domain")
+        candidates = [c for c in ("UID", f"{domain}_id") if c in header]
+        if not candidates:
+            raise Fallback("a metadata file without its key column")
+        title = next((header.index(c) for c in douban.TITLE_COLUMNS if c in header), -1)
+        if title < 0:
+            log.warning("%s: no %s column; its items get empty titles", path, " or ".join(douban.TITLE_COLUMNS))
+        kept = [(header.index(c), name) for c, name in douban.TEXT_COLUMNS.items() if c in header]
+        con.execute(f"CREATE OR REPLACE TABLE mfile AS SELECT * FROM {_read_tsv(path, len(header))}")
+        found = {}
+        for c in candidates:
+            con.execute(f"""CREATE OR REPLACE TABLE found_{len(found)} AS
+                SELECT items.i_id AS k, {f"coalesce(c{title}, '')" if title >= 0 else "''"} AS title
+                       {''.join(f", coalesce(c{i}, '') AS {_q(name)}" for i, name in kept)}
+                FROM mfile JOIN items ON items.i_id = '{domain}:' || py_strip(mfile.c{header.index(c)})
+                QUALIFY row_number() OVER (PARTITION BY items.i_id ORDER BY mfile.rowid) = 1""")
+            found[c] = f"found_{len(found)}"
+        counts = {c: con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] for c, table in found.items()}
+        keys[domain] = max(candidates, key=lambda c: counts[c])
+        columns = ", ".join(["k", "title", *(_q(name) for _, name in kept)])
+        con.execute(f"INSERT INTO mtext ({columns}) SELECT {columns} FROM {found[keys[domain]]}")
+    missing_meta = [d for d in domains if d not in keys]
+    for d in missing_meta:
+        log.warning("no Douban metadata file for %s (%s): its items get empty titles, text from user tags", d, douban.META_FILES[d])
+    con.execute(f"""CREATE TABLE texts AS
+        SELECT coalesce(m.k, t.k) AS k, json_array(m.k IS NOT NULL, m.title, t.tags{''.join(f', m.{_q(x)}' for x in text_columns)}) AS fields
+        FROM mtext AS m FULL JOIN tags AS t ON m.k = t.k""")
+
+    def texts(values: list) -> dict[str, str]:
+        has_meta, title, tags, *rest = values
+        row = {"title": douban._text(title) if has_meta and title is not None else "", "categories": tags or ""}
+        row.update({name: douban._text(v) if v is not None else "" for name, v in zip(text_columns, rest)})
+        return row
+
+    n_items, n_meta = con.execute("SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM mtext)").fetchall()[0]
+    notes: dict[str, Any] = {"items_without_metadata": int(n_items - n_meta), "metadata_key": keys}
+    if missing_meta:
+        notes["metadata_missing"] = missing_meta
+    if min_rating > 0:
+        notes.update(dropped)
+    return {"domains": domains, "columns": ["title", "categories", *text_columns], "texts": texts, "time_unit": "s",
+            "notes": notes, "source": {"format": "douban", "files": [str(p) for p in [*reviews, *meta]], "min_rating": min_rating}}
+
+
+def _douban_header(path: Path, what: str) -> list[str]:
+    """The header as the Python reader cleans it; a header not alone on line 1 hands over, and
+    so does an unreadable one (the Python path words the error, after any earlier bad row)."""
+    records = douban._records(path, what, False)
+    try:
+        header = douban._header(path, records)
+    except DataError as e:
+        raise Fallback(str(e)) from e
+    finally:
+        records.close()
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+    if not first or "\n" in "".join(header) or len(first.split("\t")) != len(header):
+        raise Fallback(f"{path}: a header DuckDB would not skip as one line")
+    return header
+
+
+def _read_tsv(path: Path, width: int) -> str:
+    """read_csv for a Douban file, every column as text (c0, c1, ...), past the header line; a row
+    with another field count is an error (the Python path then names its line)."""
+    columns = _struct({f"c{k}": "VARCHAR" for k in range(width)})
+    quoted = str(path).replace("'", "''")
+    return (f"read_csv('{quoted}', delim = '\t', quote = '\"', escape = '\"', header = false, skip = 1, "
+            f"auto_detect = false, columns = {columns}, strict_mode = true, null_padding = false)")
+
+
+def _rating_status(rating: str | None, min_rating: float) -> str:
+    """keep, below, missing or bad for one raw rating, by read_douban's rules."""
+    text = (rating or "").strip()
+    if text in douban.MISSING:
+        return "missing"
+    try:
+        return "below" if float(text) < min_rating else "keep"
+    except ValueError:
+        return "bad"
 
 
 # ----- filters and ids, in SQL -------------------------------------------------------------------
