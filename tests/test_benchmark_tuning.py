@@ -130,3 +130,31 @@ def test_a_recorded_tuning_is_reused_for_the_same_grid_seed_and_config(tuned, mo
     again = bm.tune(bench, ["sasrec_mixed"], 42, GRID, previous=record)
     assert again["variants"]["sasrec_mixed"] == record["variants"]["sasrec_mixed"]
     assert bench.tuned["sasrec_mixed"]["point"] == record["variants"]["sasrec_mixed"]["point"]
+
+
+def test_the_seeded_run_at_the_tuning_seed_is_the_tuning_run_copied_not_trained_again(tuned):
+    record = json.loads((tuned.out / "tuning.json").read_text(encoding="utf-8"))
+    winner = next(t for t in record["variants"]["sasrec_mixed"]["tried"] if t["point"] == record["variants"]["sasrec_mixed"]["point"])
+    assert "is this very run (same config and seed); copied" in tuned.text
+    # (Other tests plant figures in the tuning runs' results: the weights tell the copy.)
+    seeded = (tuned.ws / "runs" / "sasrec_mixed-tuned-seed42" / "model.safetensors").read_bytes()
+    assert seeded == (tuned.ws / "runs" / winner["run"] / "model.safetensors").read_bytes()
+
+
+def test_tuning_reads_the_plain_seeded_run_at_the_configs_own_point(tuned, tmp_path, monkeypatch):
+    import shutil
+
+    record = json.loads((tuned.out / "tuning.json").read_text(encoding="utf-8"))
+    entry = record["variants"]["sasrec_mixed"]
+    start = next(t for t in entry["tried"] if t["point"] == entry["start"])
+    ws = tmp_path / "ws"
+    shutil.copytree(tuned.ws, ws)
+    # The config's own point exists only as the variant's plain seeded run.
+    (ws / "runs" / start["run"]).rename(ws / "runs" / "sasrec_mixed-seed42")
+    monkeypatch.setattr(bm.subprocess, "call", lambda *a, **k: pytest.fail("the config's point was trained again"))
+    bench = bm.Benchmark(config=str(tuned.config), workspace=ws, archive=None, echo=lambda s: None)
+    again = bm.tune(bench, ["sasrec_mixed"], 42, GRID)["variants"]["sasrec_mixed"]
+    runs = {json.dumps(t["point"]): t["run"] for t in again["tried"]}
+    assert runs == {json.dumps(t["point"]): ("sasrec_mixed-seed42" if t["point"] == entry["start"] else t["run"])
+                    for t in entry["tried"]}
+    assert all(t["valid"] is not None for t in again["tried"])

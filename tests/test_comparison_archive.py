@@ -66,6 +66,13 @@ def test_the_table_survives_the_workspace_and_stale_runs_are_left_out(synth_ds, 
     assert not (ws / "runs" / "gru4rec-seed42").exists()
     args.set = SMALL  # the config it was made with: current, left where it is
     assert script.benchmark(args).set_aside_stale("sasrec_mixed", 42) is None and (ws / "runs" / "sasrec_mixed-seed42").is_dir()
+    # The same config, stopped before its first checkpoint: nothing to continue from, and said so.
+    capsys.readouterr()
+    for name in ("results.json", "checkpoint.pt"):
+        (ws / "runs" / "sasrec_mixed-seed42" / name).unlink(missing_ok=True)
+    assert script.benchmark(args).set_aside_stale("sasrec_mixed", 42) == ws / "runs" / "sasrec_mixed-seed42.stale-1"
+    said = capsys.readouterr().out
+    assert "stopped before its first epoch ended" in said and "another config" not in said
 
 
 def test_a_pretrained_variant_gets_its_seeds_runs_and_needs_their_weights(synth_ds, tmp_path):

@@ -52,7 +52,7 @@ from llm4cdsr.data.dataset import SYNTHETIC_NOTE
 from llm4cdsr.io import read_json, stable_hash, write_json
 from llm4cdsr.models import model_needs
 from llm4cdsr.training.metrics import parse_metric, per_user
-from llm4cdsr.training.run import resumes_as_is
+from llm4cdsr.training.run import made_with, resumes_as_is
 
 matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -302,6 +302,24 @@ class Benchmark:
                 self.echo(f"{run_dir}: made with another config than {label} gets now; left out")
         return None
 
+    def copy_tuning_run(self, label: str, seed: int) -> bool:
+        """A tuned variant's seeded run at the tuning seed is one of its tuning runs under another name
+        (the same config): that run is copied to the seeded name instead of being trained again."""
+        tried = self.tuned.get(label, {}).get("tried", [])
+        target = self.workspace_run(label, seed)
+        if not tried or target.exists():
+            return False
+        same = equivalent_run([self.workspace / "runs" / t["run"] for t in tried if t.get("run")],
+                              self.run_config(label, seed))
+        if same is None:
+            return False
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(same, tmp)
+        tmp.rename(target)
+        self.echo(f"{target.name}: the tuning run {same.name} is this very run (same config and seed); copied")
+        return True
+
     def finished_in_workspace(self, label: str, seed: int) -> bool:
         run_dir = self.workspace_run(label, seed)
         return all((run_dir / f).is_file() for f in self.done_files(label)) and self.is_current(run_dir, label, seed)
@@ -378,6 +396,14 @@ class Benchmark:
         return [[label for _, _, label in sorted(members)] for members in groups.values()]
 
 
+def equivalent_run(candidates: Iterable[Path], cfg: dict) -> Path | None:
+    """The first of `candidates` that is a finished run of `cfg` (its display keys and run name aside)."""
+    for run_dir in candidates:
+        if (run_dir / "results.json").is_file() and resumes_as_is(run_dir, cfg):
+            return run_dir
+    return None
+
+
 def set_aside(run_dir: Path, cfg: dict, label: str, echo: Callable[[str], None]) -> Path | None:
     """Move a run folder made with another config than `cfg` to <name>.stale-<n> beside it."""
     if not (run_dir / "config.yaml").is_file() or resumes_as_is(run_dir, cfg):
@@ -385,8 +411,10 @@ def set_aside(run_dir: Path, cfg: dict, label: str, echo: Callable[[str], None])
     n = 1
     while (aside := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
         n += 1
+    # The same config with nothing to continue from: stopped before its first checkpoint.
+    why = ("stopped before its first epoch ended" if made_with(run_dir, cfg) else f"made with another config than {label} gets now")
     run_dir.rename(aside)
-    echo(f"{run_dir}: made with another config than {label} gets now; moved to {aside.name}")
+    echo(f"{run_dir}: {why}; moved to {aside.name}")
     return aside
 
 
@@ -434,14 +462,12 @@ def _duration(seconds: float) -> str:
 
 
 def _pool(items: list, fn: Callable, jobs: int, progress: Progress) -> list[Outcome]:
-    outcomes = []
+    """fn(*item) for every item, `jobs` at a time, reported as each ends; the outcomes in `items`' order."""
     with ThreadPoolExecutor(max(jobs, 1)) as pool:
         futures = [pool.submit(fn, *item) for item in items]
         for future in as_completed(futures):
-            outcome = future.result()
-            progress.report(outcome)
-            outcomes.append(outcome)
-    return outcomes
+            progress.report(future.result())
+    return [future.result() for future in futures]
 
 
 def threads_per_job(jobs: int, threads: int) -> int:
@@ -511,7 +537,7 @@ def train_all(bench: Benchmark, labels: list[str], seeds: list[int], jobs: int =
     progress = Progress(len(first) + len(rest), jobs, bench.echo)
 
     def one(label: str, seed: int) -> Outcome:
-        if bench.finished_in_workspace(label, seed):
+        if bench.copy_tuning_run(label, seed) or bench.finished_in_workspace(label, seed):
             bench.archive_run(bench.workspace_run(label, seed))
             return Outcome(label, seed, "finished", run=bench.run_name(label, seed))
         return bench.run_one(label, seed, threads, train_stages)
@@ -647,16 +673,19 @@ def tune(bench: Benchmark, labels: list[str], seed: int, grid: dict[str, list], 
             todo = [(p, n) for p, n in zip(points, names)]
 
             def one(p: dict, name: str) -> Outcome:
-                run_dir = bench.workspace / "runs" / name
-                if (run_dir / "results.json").is_file():
-                    config, overrides = bench.run_arguments(label, seed, name, point_overrides(p))
-                    if resumes_as_is(run_dir, bench.load(config, overrides)):
-                        return Outcome(label, seed, "finished", run=name)
+                config, overrides = bench.run_arguments(label, seed, name, point_overrides(p))
+                # The config's own point is the variant's plain seeded run: a finished one is that
+                # very training (run names aside), so it is read instead of trained again.
+                same = equivalent_run([bench.workspace / "runs" / name, bench.workspace_run(label, seed)],
+                                      bench.load(config, overrides))
+                if same is not None:
+                    return Outcome(label, seed, "finished", run=same.name)
                 return bench.run_one(label, seed, threads, ["train"], name, point_overrides(p))
 
-            _pool(todo, one, jobs, progress)
+            outcomes = _pool(todo, one, jobs, progress)
             scores = []
-            for p, name in todo:
+            for (p, _), outcome in zip(todo, outcomes):
+                name = outcome.run
                 runs[_point_key(p)] = name
                 results = bench.workspace / "runs" / name / "results.json"
                 # The validation block alone leaves this file: the test block is never read.

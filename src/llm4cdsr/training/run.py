@@ -83,11 +83,18 @@ def resumes_as_is(run_dir: Path, cfg: dict) -> bool:
     """True when `run_dir` holds a started run of this very config (display keys, the workspace path
     and `run`'s own keys aside): running the same command again continues it."""
     run_dir = Path(run_dir)
-    saved = run_dir / "config.yaml"
-    if not saved.is_file() or not ((run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file()):
+    if not ((run_dir / CHECKPOINT).is_file() or (run_dir / "results.json").is_file()):
         return False
-    before = read_yaml(saved)
-    return not [k for k in _diff(before, cfg) if k[:1] not in SAME_COMMAND_CHANGES and k[:2] not in SAME_COMMAND_CHANGES]
+    return made_with(run_dir, cfg)
+
+
+def made_with(run_dir: Path, cfg: dict) -> bool:
+    """True when `run_dir`'s saved config is this config (display keys, the workspace path and `run`'s
+    own keys aside), whether or not the run got anywhere."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        return False
+    return not [k for k in _diff(read_yaml(saved), cfg) if k[:1] not in SAME_COMMAND_CHANGES and k[:2] not in SAME_COMMAND_CHANGES]
 
 
 class RunError(RuntimeError):
