@@ -228,10 +228,19 @@ def targets_in_training_history(ds: PreparedDataset) -> dict[str, Any]:
     history = np.repeat(user_key, split.train_lengths) + split.train_items.astype(np.int64)  # (user, item) keys
     valid_keys = user_key + split.valid_target.astype(np.int64)
     test_keys = user_key + split.test_target.astype(np.int64)
-    valid_seen = int(np.isin(valid_keys, history).sum())
-    test_seen = int((np.isin(test_keys, history) | (test_keys == valid_keys)).sum())
+    history = np.sort(history)  # searched twice below
+    valid_seen = int(_sorted_member(valid_keys, history).sum())
+    test_seen = int((_sorted_member(test_keys, history) | (test_keys == valid_keys)).sum())
     return {"test": test_seen, "test_share": round(test_seen / ds.n_users, 6),
             "valid": valid_seen, "valid_share": round(valid_seen / ds.n_users, 6)}
+
+
+def _sorted_member(keys: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """np.isin(keys, pool) for a sorted pool, by binary search: np.isin calls np.unique, which took
+    5 s on the 2.4M history keys of a 5M-line dump (NumPy 2.4), where the sort takes 0.1 s."""
+    if len(pool) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    return pool[np.minimum(np.searchsorted(pool, keys), len(pool) - 1)] == keys
 
 
 def _read_table(path: Path) -> pd.DataFrame:
