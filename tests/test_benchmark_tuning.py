@@ -141,18 +141,21 @@ def test_the_seeded_run_at_the_tuning_seed_is_the_tuning_run_copied_not_trained_
     assert seeded == (tuned.ws / "runs" / winner["run"] / "model.safetensors").read_bytes()
 
 
-def test_tuning_reads_the_plain_seeded_run_at_the_configs_own_point(tuned, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["workspace", "archive"])
+def test_tuning_reads_the_plain_seeded_run_at_the_configs_own_point(tuned, tmp_path, monkeypatch, where):
     import shutil
 
     record = json.loads((tuned.out / "tuning.json").read_text(encoding="utf-8"))
     entry = record["variants"]["sasrec_mixed"]
     start = next(t for t in entry["tried"] if t["point"] == entry["start"])
-    ws = tmp_path / "ws"
+    ws, archive = tmp_path / "ws", tmp_path / "archive"
     shutil.copytree(tuned.ws, ws)
-    # The config's own point exists only as the variant's plain seeded run.
-    (ws / "runs" / start["run"]).rename(ws / "runs" / "sasrec_mixed-seed42")
+    archive.mkdir()
+    # The config's own point exists only as the variant's plain seeded run (in the workspace, or only
+    # as the archive's copy of it on another machine).
+    (ws / "runs" / start["run"]).rename((ws / "runs" if where == "workspace" else archive) / "sasrec_mixed-seed42")
     monkeypatch.setattr(bm.subprocess, "call", lambda *a, **k: pytest.fail("the config's point was trained again"))
-    bench = bm.Benchmark(config=str(tuned.config), workspace=ws, archive=None, echo=lambda s: None)
+    bench = bm.Benchmark(config=str(tuned.config), workspace=ws, archive=archive, echo=lambda s: None)
     again = bm.tune(bench, ["sasrec_mixed"], 42, GRID)["variants"]["sasrec_mixed"]
     runs = {json.dumps(t["point"]): t["run"] for t in again["tried"]}
     assert runs == {json.dumps(t["point"]): ("sasrec_mixed-seed42" if t["point"] == entry["start"] else t["run"])

@@ -302,6 +302,14 @@ class Benchmark:
                 self.echo(f"{run_dir}: made with another config than {label} gets now; left out")
         return None
 
+    def run_dir_named(self, name: str) -> Path:
+        """The workspace's run folder of that name, else the archive's copy (a tuning point read from a
+        finished seeded run that only the archive holds), else the workspace's (to be made)."""
+        run_dir = self.workspace / "runs" / name
+        if not run_dir.is_dir() and self.archive is not None and (self.archive / name).is_dir():
+            return self.archive / name
+        return run_dir
+
     def copy_tuning_run(self, label: str, seed: int) -> bool:
         """A tuned variant's seeded run at the tuning seed is one of its tuning runs under another name
         (the same config): that run is copied to the seeded name instead of being trained again."""
@@ -309,8 +317,7 @@ class Benchmark:
         target = self.workspace_run(label, seed)
         if not tried or target.exists():
             return False
-        same = equivalent_run([self.workspace / "runs" / t["run"] for t in tried if t.get("run")],
-                              self.run_config(label, seed))
+        same = equivalent_run([self.run_dir_named(t["run"]) for t in tried if t.get("run")], self.run_config(label, seed))
         if same is None:
             return False
         tmp = target.with_name(f".{target.name}.tmp")
@@ -676,8 +683,10 @@ def tune(bench: Benchmark, labels: list[str], seed: int, grid: dict[str, list], 
                 config, overrides = bench.run_arguments(label, seed, name, point_overrides(p))
                 # The config's own point is the variant's plain seeded run: a finished one is that
                 # very training (run names aside), so it is read instead of trained again.
-                same = equivalent_run([bench.workspace / "runs" / name, bench.workspace_run(label, seed)],
-                                      bench.load(config, overrides))
+                plain = [bench.workspace_run(label, seed)]
+                if bench.archive is not None:
+                    plain.append(bench.archive / plain[0].name)
+                same = equivalent_run([bench.workspace / "runs" / name, *plain], bench.load(config, overrides))
                 if same is not None:
                     return Outcome(label, seed, "finished", run=same.name)
                 return bench.run_one(label, seed, threads, ["train"], name, point_overrides(p))
@@ -687,7 +696,7 @@ def tune(bench: Benchmark, labels: list[str], seed: int, grid: dict[str, list], 
             for (p, _), outcome in zip(todo, outcomes):
                 name = outcome.run
                 runs[_point_key(p)] = name
-                results = bench.workspace / "runs" / name / "results.json"
+                results = bench.run_dir_named(name) / "results.json"
                 # The validation block alone leaves this file: the test block is never read.
                 scores.append(validation_score(read_json(results)["valid"], metric, mode) if results.is_file() else None)
             return scores
