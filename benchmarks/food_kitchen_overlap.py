@@ -25,6 +25,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
+
 from llm4cdsr.config import load_config
 from llm4cdsr.experiments import write_overlap_outputs
 
@@ -56,7 +58,13 @@ def main() -> int:
     parser.add_argument("--out", default="", help="default <workspace>/experiments/overlap-preset")
     parser.add_argument("--archive", default=str(ROOT / "benchmarks" / "results" / "food-kitchen-overlap"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: rebuild the tables from the finished runs (the workspace's, else --archive's) and archive")
     args = parser.parse_args()
+    if args.table_only and not (Path(args.workspace) / "experiments" / "overlap-preset" / "runs").is_dir() and not args.out:
+        # Another machine: the committed archive alone rebuilds its tables in place.
+        write_overlap_outputs(Path(args.archive), load_config(["food-kitchen"])["data"]["domains"])
+        return 0
     ws = Path(args.workspace)
     if not (ws / "profiles" / "meta.json").is_file():
         print(f"SKIPPED: {ws} has no profiles; build it first: python benchmarks/food_kitchen_comparison.py "
@@ -80,7 +88,7 @@ def main() -> int:
     steps = [([r], [s], [args.cosine if m == "cosine" else m]) for ratios, seeds, labels in PLANS[args.plan]
              for s in seeds for r in ratios for m in labels]
     with ThreadPoolExecutor(args.jobs) as pool:
-        failed = sum(rc != 0 for rc in pool.map(lambda step: call(*step), steps))
+        failed = 0 if args.table_only else sum(rc != 0 for rc in pool.map(lambda step: call(*step), steps))
     # Every finished run of every plan so far, into one table (concurrent calls each wrote theirs).
     write_overlap_outputs(out, load_config(["food-kitchen"])["data"]["domains"])
     archive(out, Path(args.archive))
@@ -89,7 +97,7 @@ def main() -> int:
 
 def archive(out: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("results.csv", "results.md", "overlap.png", "experiment.json"):
+    for name in ("results.csv", "results.md", "tests.csv", "overlap.png", "experiment.json"):
         if (out / name).is_file():
             shutil.copy2(out / name, dest / name)
     for run in sorted((out / "runs").glob("*")):
@@ -98,6 +106,10 @@ def archive(out: Path, dest: Path) -> None:
             for name in ("results.json", "metrics.jsonl", "config.yaml", "overlap.json"):
                 if (run / name).is_file():
                     shutil.copy2(run / name, dest / "runs" / run.name / name)
+            # The per-user test ranks the t-tests read (the columns they need, compressed).
+            if (run / "ranks.parquet").is_file():
+                ranks = pd.read_parquet(run / "ranks.parquet", columns=["user_idx", "rank_sampled", "rank_full"])
+                ranks.to_parquet(dest / "runs" / run.name / "ranks.parquet", index=False, compression="zstd")
 
 
 if __name__ == "__main__":

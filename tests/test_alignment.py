@@ -131,6 +131,36 @@ def test_overlap_experiment_with_profiles_cuts_their_guidance(synth_ds, tmp_path
                         profiles=profiles, seeds=[1, 2])
     assert sorted(set(table["model"])) == ["llm4cdsr", "noreg"] and sorted(set(table["seed"])) == [1, 2]
     assert (table["kept_both"] == 0).all()
-    assert "| 0 | llm4cdsr | 2 |" in (tmp_path / "out" / "results.md").read_text()
+    text = (tmp_path / "out" / "results.md").read_text()
+    # No pair to align at share 0: alpha 0 is the preset, figure for figure, and its test says so.
+    assert "| 0 | llm4cdsr | 2 |" in text and "| 0 | noreg | 2 | - | - | - | - |" in text
+    assert (tmp_path / "out" / "tests.csv").is_file()
     with pytest.raises(ValueError, match="profile embeddings"):
         run_overlap(cfg, [0.0], ["llm4cdsr"], tmp_path / "out2", synth_ds)
+
+
+def test_overlap_t_tests_by_hand(tmp_path):
+    import json
+
+    import pandas as pd
+    from scipy import stats
+
+    from llm4cdsr.experiments import overlap_tests
+
+    def run(name, model, seed, ranks):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / "overlap.json").write_text(json.dumps({"ratio": 0.5, "model": model, "seed": seed}))
+        pd.DataFrame({"user_idx": [0, 1, 2, 3], "rank_sampled": ranks, "rank_full": ranks}).to_parquet(d / "ranks.parquet")
+
+    run("ref-1", "llm4cdsr", 1, [0.0, 1.0, 20.0, 3.0])
+    run("ref-2", "llm4cdsr", 2, [0.0, 3.0, 20.0, 3.0])
+    run("other-1", "cosine", 1, [1.0, 0.0, 0.0, float("nan")])  # user 3 not evaluated: left out
+    tests = overlap_tests(tmp_path)
+    ndcg = lambda r: 1 / np.log2(r + 2) if r < 10 else 0.0  # noqa: E731
+    ref = [1.0, (ndcg(1) + ndcg(3)) / 2, 0.0]  # per-user mean over the reference's two seeds
+    mine = [ndcg(1), 1.0, 1.0]
+    row = tests.iloc[0]
+    assert (row["ratio"], row["model"], row["seeds"]) == (0.5, "cosine", 1) and len(tests) == 1
+    assert row["sampled diff"] == pytest.approx(np.mean(np.subtract(mine, ref)))
+    assert row["sampled p"] == pytest.approx(stats.ttest_rel(mine, ref).pvalue)

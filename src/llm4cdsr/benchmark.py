@@ -45,13 +45,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats
 
 from llm4cdsr.config import ConfigError, load_config
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE
 from llm4cdsr.io import read_json, stable_hash, write_json
 from llm4cdsr.models import model_needs
-from llm4cdsr.training.metrics import parse_metric, per_user
+from llm4cdsr.training.metrics import paired_tests, parse_metric
 from llm4cdsr.training.run import made_with, resumes_as_is
 
 matplotlib.use("Agg")  # files only; never a display
@@ -764,30 +763,6 @@ def per_run_frame(groups: dict[str, list[Path]], metrics: list[str]) -> pd.DataF
                         rows.append({"variant": label, "seed": results.get("seed"), "run": run.name, "mode": mode,
                                      "block": block, "metric": metric, "value": float(values.get(metric, np.nan))})
     return pd.DataFrame(rows, columns=["variant", "seed", "run", "mode", "block", "metric", "value"])
-
-
-def paired_tests(groups: dict[str, list[Path]], reference: str, metric: str, mode: str) -> dict[str, tuple[float, float]]:
-    """label -> (mean difference, p) of a paired t-test of the per-user `metric` (each group's mean over
-    its runs) against the reference group's, over the users both evaluated."""
-    def group_metric(runs: list[Path]) -> pd.Series:
-        series = []
-        for r in runs:
-            ranks = pd.read_parquet(r / "ranks.parquet", columns=["user_idx", f"rank_{mode}"])
-            series.append(pd.Series(per_user(ranks[f"rank_{mode}"].to_numpy(), metric), index=ranks["user_idx"].to_numpy()))
-        return pd.concat(series, axis=1).mean(axis=1)
-
-    ref = group_metric(groups[reference])
-    out = {}
-    for label, runs in groups.items():
-        if label == reference:
-            continue
-        mine = group_metric(runs)
-        both = mine.index.intersection(ref.index)
-        a, b = mine.loc[both].to_numpy(), ref.loc[both].to_numpy()
-        ok = ~(np.isnan(a) | np.isnan(b))
-        if ok.sum() >= 2:
-            out[label] = (float((a[ok] - b[ok]).mean()), float(stats.ttest_rel(a[ok], b[ok]).pvalue))
-    return out
 
 
 def summary_frame(groups: dict[str, list[Path]], names: dict[str, str], metric: str, settings: dict[str, str]) -> pd.DataFrame:

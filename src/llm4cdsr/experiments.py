@@ -16,6 +16,7 @@ import pandas as pd
 from llm4cdsr.config import apply_overrides
 from llm4cdsr.data.dataset import PreparedDataset, Split
 from llm4cdsr.io import read_json, write_json
+from llm4cdsr.training.metrics import paired_tests
 
 log = logging.getLogger("llm4cdsr.experiment")
 
@@ -140,6 +141,8 @@ def run_overlap(cfg: dict, ratios: list[float], models: list[str], out_dir: Path
 
 
 OVERLAP_INFO = "overlap.json"
+# The model every other is t-tested against at each share: the preset, under its plain name.
+REFERENCE = "llm4cdsr"
 
 
 def collect_overlap(out_dir: Path, domains) -> pd.DataFrame:
@@ -162,13 +165,57 @@ def collect_overlap(out_dir: Path, domains) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["ratio", "model", "seed", "mode"], kind="stable").reset_index(drop=True)
 
 
+def overlap_tests(out_dir: Path, reference: str = REFERENCE, metric: str = "ndcg@10") -> pd.DataFrame:
+    """At each ratio, every model against `reference` at the same ratio: a paired t-test of per-user
+    test `metric` (each model's per-user mean over its seeds), both protocols. Runs without per-user
+    ranks (ranks.parquet) are left out; a ratio without the reference gets no rows."""
+    runs: dict[tuple[float, str], list[Path]] = {}
+    for run_dir in sorted((Path(out_dir) / "runs").glob("*")):
+        if (run_dir / OVERLAP_INFO).is_file() and (run_dir / "ranks.parquet").is_file():
+            info = read_json(run_dir / OVERLAP_INFO)
+            runs.setdefault((float(info["ratio"]), info["model"]), []).append(run_dir)
+    rows = []
+    for ratio in sorted({r for r, _ in runs}):
+        groups = {model: dirs for (r, model), dirs in sorted(runs.items()) if r == ratio}
+        if reference not in groups:
+            continue
+        tests = {mode: paired_tests(groups, reference, metric, mode) for mode in ("sampled", "full")}
+        for model in groups:
+            if model != reference:
+                rows.append({"ratio": ratio, "model": model, "reference": reference, "seeds": len(groups[model]),
+                             **{f"{mode} {k}": tests[mode].get(model, (np.nan, np.nan))[i]
+                                for mode in ("sampled", "full") for i, k in enumerate(("diff", "p"))}})
+    return pd.DataFrame(rows, columns=["ratio", "model", "reference", "seeds", "sampled diff", "sampled p", "full diff", "full p"])
+
+
+def tests_markdown(tests: pd.DataFrame, metric: str = "ndcg@10") -> str:
+    if tests.empty:
+        return ""
+    reference = tests["reference"].iloc[0]
+    lines = [f"Paired t-tests of per-user test {metric} (each model's mean over its seeds) against {reference} at the same share:",
+             "", "| overlap kept | model | seeds | sampled diff | p | full diff | p |", "|---|---|---|---|---|---|---|"]
+    for row in tests.itertuples(index=False):
+        cells = [f"{row.ratio:g}", row.model, str(row.seeds)]
+        for diff, p in ((row[4], row[5]), (row[6], row[7])):
+            # Identical models (no pair to align at share 0) have no difference to test.
+            cells += ["-", "-"] if np.isnan(p) else [f"{diff:+.4f}", f"{p:.2g}" if p > 0 else "<1e-300"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_overlap_outputs(out_dir: Path, domains) -> pd.DataFrame:
-    """results.csv, results.md (mean +- std over seeds) and overlap.png of every finished run in out_dir."""
+    """results.csv, results.md (mean +- std over seeds, then the t-tests against the preset),
+    tests.csv and overlap.png of every finished run in out_dir."""
     table = collect_overlap(out_dir, domains)
     table.to_csv(out_dir / "results.csv", index=False)
     write_json(out_dir / "experiment.json", {"ratios": sorted(set(table["ratio"])), "models": sorted(set(table["model"])),
                                              "seeds": sorted(set(table["seed"])), "domains": list(domains)})
-    (out_dir / "results.md").write_text(markdown_table(table, domains), encoding="utf-8")
+    tests = overlap_tests(out_dir)
+    tests.to_csv(out_dir / "tests.csv", index=False)
+    text = markdown_table(table, domains)
+    if not tests.empty:
+        text += "\n" + tests_markdown(tests)
+    (out_dir / "results.md").write_text(text, encoding="utf-8")
     plot_overlap(table, domains, out_dir / "overlap.png")
     return table
 

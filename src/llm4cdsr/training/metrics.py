@@ -12,9 +12,12 @@ popularity does, and neither pessimistic nor optimistic tie counting would be fa
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy import stats
 
 METRICS = ("hit", "ndcg", "mrr")
 
@@ -59,3 +62,27 @@ def parse_metric(name: str) -> tuple[str, int]:
     if not sep or metric not in METRICS or not k.isdigit() or int(k) < 1:
         raise ValueError(f"metric must look like hit@10, ndcg@10 or mrr@10, got {name!r}")
     return metric, int(k)
+
+
+def paired_tests(groups: dict[str, list[Path]], reference: str, metric: str, mode: str) -> dict[str, tuple[float, float]]:
+    """label -> (mean difference, p) of a paired t-test of the per-user `metric` (each group's mean over
+    its runs) against the reference group's, over the users both evaluated."""
+    def group_metric(runs: list[Path]) -> pd.Series:
+        series = []
+        for r in runs:
+            ranks = pd.read_parquet(r / "ranks.parquet", columns=["user_idx", f"rank_{mode}"])
+            series.append(pd.Series(per_user(ranks[f"rank_{mode}"].to_numpy(), metric), index=ranks["user_idx"].to_numpy()))
+        return pd.concat(series, axis=1).mean(axis=1)
+
+    ref = group_metric(groups[reference])
+    out = {}
+    for label, runs in groups.items():
+        if label == reference:
+            continue
+        mine = group_metric(runs)
+        both = mine.index.intersection(ref.index)
+        a, b = mine.loc[both].to_numpy(), ref.loc[both].to_numpy()
+        ok = ~(np.isnan(a) | np.isnan(b))
+        if ok.sum() >= 2:
+            out[label] = (float((a[ok] - b[ok]).mean()), float(stats.ttest_rel(a[ok], b[ok]).pvalue))
+    return out
