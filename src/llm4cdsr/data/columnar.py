@@ -347,6 +347,7 @@ def _build(con, read: dict[str, Any], cfg: dict) -> PreparedDataset:
     con.execute("CREATE TABLE r AS SELECT users.u, items.i, inter.t, inter.rowid AS row, items.dc "
                 "FROM inter JOIN users USING (u_id) JOIN items USING (i_id)")
     con.execute("DROP TABLE inter")
+    con.execute("SET preserve_insertion_order = false")  # from here on, order lives in the `row` column
 
     def count() -> dict[str, int]:
         n, u = con.execute("SELECT count(*), count(DISTINCT u) FROM r").fetchall()[0]
@@ -408,8 +409,10 @@ def _build(con, read: dict[str, Any], cfg: dict) -> PreparedDataset:
 
     # Histories: by user rank, then time, then input order (build_dataset's stable sort).
     seq = con.execute("SELECT u, i, t FROM r ORDER BY u, t, row").fetchnumpy()
-    user_ids = np.asarray([u for (u,) in con.execute(
-        "SELECT u_id FROM users WHERE u IN (SELECT DISTINCT u FROM r) ORDER BY u").fetchall()], dtype=object)
+    kept_users = con.execute("SELECT u_id, n FROM (SELECT u, count(*) AS n FROM r GROUP BY u) JOIN users USING (u) "
+                             "ORDER BY u").fetchall()
+    user_ids = np.asarray([u for u, _ in kept_users], dtype=object)
+    counts = np.fromiter((n for _, n in kept_users), dtype=np.int64, count=len(kept_users))
     # Items: domain A first, then raw id; the row order is the global id order. Texts (the
     # reader's `texts` table: a JSON array of raw field values per item) are made for these only.
     kept = con.execute("SELECT i, i_id, dc, texts.fields FROM items LEFT JOIN texts ON texts.k = items.i_id "
@@ -421,8 +424,6 @@ def _build(con, read: dict[str, Any], cfg: dict) -> PreparedDataset:
     empty = dict.fromkeys(read["columns"], "")
     table = pd.DataFrame([empty if k[3] is None else read["texts"](json.loads(k[3])) for k in kept], columns=read["columns"])
     table.insert(0, "item_id", np.asarray([k[1] for k in kept], dtype=object))
-    users = np.asarray(seq["u"])
-    counts = np.unique(users, return_counts=True)[1]
     return assemble(table, np.fromiter((k[2] for k in kept), dtype=np.int64, count=len(kept)), domains, user_ids, counts,
                     global_of_code[np.asarray(seq["i"])], np.asarray(seq["t"], dtype=np.int64), read["source"], "timestamp",
                     read["time_unit"], {"steps": steps, "duplicate_rows_dropped": duplicate_rows,
