@@ -79,3 +79,34 @@ def test_run_without_its_embed_stage_refuses_stale_embeddings(ws, stub, capsys):
 def test_current_artifacts_train(ws, stub, capsys):
     assert main(["train", *_args(ws, stub, "--run-name", "r")]) == 0
     assert (ws / "runs" / "r" / "results.json").is_file()
+
+
+def test_a_dataset_prepared_again_alike_keeps_its_embeddings_and_profiles(ws, stub, capsys):
+    # The same arrays written again by another engine or package version: only the record of how it
+    # was made changes (engine, config echo, prepare report). Hours of LLM calls must not go stale.
+    import json
+
+    from llm4cdsr.llm.stages import embed_is_current
+
+    meta_path = Workspace(ws).dataset_dir / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta_path.write_text(json.dumps(dict(meta, engine="duckdb 9.9", config_hash="0" * 16, pipeline_version=99,
+                                         data_config={"format": "other"}, prepare_report={"steps": []})), encoding="utf-8")
+    cfg_args = _args(ws, stub, "--run-name", "again")
+    assert main(["train", *cfg_args]) == 0, capsys.readouterr().err[-2000:]
+    from llm4cdsr.config import load_config
+
+    assert embed_is_current(load_config([], [f"workspace={ws}", *stub_overrides(stub, chat=False), *TRAIN]))
+
+
+def test_artifacts_that_recorded_the_legacy_fingerprint_stay_current(ws, stub, capsys):
+    import json
+
+    from llm4cdsr.llm.stages import legacy_dataset_fingerprint
+
+    for folder in ("embeddings", "profiles"):
+        path = ws / folder / "meta.json"
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps(dict(meta, dataset_fingerprint=legacy_dataset_fingerprint(Workspace(ws).dataset_dir))),
+                        encoding="utf-8")
+    assert main(["train", *_args(ws, stub, "--run-name", "legacy")]) == 0, capsys.readouterr().err[-2000:]

@@ -75,18 +75,53 @@ _PROFILE_LLM_KEYS = {"chat_model", "temperature", "analyzer_words", "summarizer_
 
 
 # ----- fingerprints -----------------------------------------------------------------------
+# The keys of a dataset's meta.json that decide what its arrays mean. The rest records how it was
+# made (the engine that read it, the config echo, the prepare report, the input paths, the pipeline
+# version): those change with the package while the dataset stays the same, and must not make the
+# item embeddings and profiles made from it stale.
+_MEANING_KEYS = ("format_version", "domains", "n_items", "n_users", "time_kind", "time_unit", "synthetic")
+_DATASET_FILES = ("meta.json", "items.parquet", "seq_offsets.npy", "seq_items.npy")
+
+
 def dataset_fingerprint(dataset_dir: Path) -> str:
-    """SHA-256 over the dataset files that decide texts, ids and histories."""
-    h = hashlib.sha256()
-    for name in ("meta.json", "items.parquet", "seq_offsets.npy", "seq_items.npy"):
-        path = Path(dataset_dir) / name
-        if not path.is_file():
-            raise ArtifactError(f"{dataset_dir}: missing {name}; run `llm4cdsr prepare` first")
+    """SHA-256 of what decides texts, ids and histories: the item table's values (not its file's bytes,
+    which depend on the parquet writer), the sequences, and meta.json's _MEANING_KEYS."""
+    dataset_dir = Path(dataset_dir)
+    _require_dataset_files(dataset_dir)
+    meta = read_json(dataset_dir / "meta.json")
+    h = hashlib.sha256(json.dumps({k: meta.get(k) for k in _MEANING_KEYS}, sort_keys=True).encode())
+    items = pd.read_parquet(dataset_dir / "items.parquet")
+    h.update(json.dumps(list(items.columns)).encode())
+    h.update(pd.util.hash_pandas_object(items, index=False).to_numpy().tobytes())
+    for name in ("seq_offsets.npy", "seq_items.npy"):
         h.update(name.encode())
-        with open(path, "rb") as f:
+        h.update(np.ascontiguousarray(np.load(dataset_dir / name, allow_pickle=False)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def legacy_dataset_fingerprint(dataset_dir: Path) -> str:
+    """The fingerprint artifacts recorded before dataset_fingerprint's: the files' bytes, meta.json whole."""
+    dataset_dir = Path(dataset_dir)
+    _require_dataset_files(dataset_dir)
+    h = hashlib.sha256()
+    for name in _DATASET_FILES:
+        h.update(name.encode())
+        with open(dataset_dir / name, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def made_from(recorded: str | None, dataset_dir: Path) -> bool:
+    """True when an artifact that recorded dataset fingerprint `recorded` was made from this dataset
+    (under today's fingerprint, or the legacy one an older version recorded)."""
+    return recorded is not None and recorded in (dataset_fingerprint(dataset_dir), legacy_dataset_fingerprint(dataset_dir))
+
+
+def _require_dataset_files(dataset_dir: Path) -> None:
+    for name in _DATASET_FILES:
+        if not (dataset_dir / name).is_file():
+            raise ArtifactError(f"{dataset_dir}: missing {name}; run `llm4cdsr prepare` first")
 
 
 def embed_config_hash(cfg: dict) -> str:
@@ -128,7 +163,7 @@ def embed_is_current(cfg: dict) -> bool:
     if not meta or not all((ws.embed_dir / f).is_file() for f in ("items.npy", "pca.safetensors", "texts.parquet")):
         return False
     return (meta.get("config_hash") == embed_config_hash(cfg)
-            and meta.get("dataset_fingerprint") == dataset_fingerprint(ws.dataset_dir))
+            and made_from(meta.get("dataset_fingerprint"), ws.dataset_dir))
 
 
 def run_embed(cfg: dict, force: bool = False) -> dict:

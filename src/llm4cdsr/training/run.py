@@ -40,7 +40,7 @@ from llm4cdsr.config import default_config, dump_config
 from llm4cdsr.data.dataset import SYNTHETIC_NOTE, PreparedDataset, Split
 from llm4cdsr.io import DamagedArtifactError, damaged, read_json, read_yaml, write_json
 from llm4cdsr.llm.stages import dataset_fingerprint as files_fingerprint
-from llm4cdsr.llm.stages import embed_config_hash, profile_config_hash
+from llm4cdsr.llm.stages import embed_config_hash, made_from, profile_config_hash
 from llm4cdsr.locks import folder_lock
 from llm4cdsr.models import build_model, model_shell
 from llm4cdsr.models.base import LossConfig, Recommender
@@ -311,11 +311,12 @@ def check_llm_inputs(cfg: dict, needs: set[str]) -> None:
     if embed_meta is None:
         return
     again = " (with this command's -c files and overrides)"
-    fingerprint = files_fingerprint(ws.dataset_dir)
-    if embed_meta.get("dataset_fingerprint") != fingerprint:
+    if not made_from(embed_meta.get("dataset_fingerprint"), ws.dataset_dir):
         raise ArtifactError(f"{ws.embed_dir} is stale: made from another dataset than {ws.dataset_dir} (fingerprint "
-                            f"{embed_meta.get('dataset_fingerprint')}, now {fingerprint}); rebuild it with "
+                            f"{embed_meta.get('dataset_fingerprint')}, now {files_fingerprint(ws.dataset_dir)}); rebuild it with "
                             f"`llm4cdsr embed -w {ws.root}`{again}")
+    # The embeddings are this dataset's: the profiles must be made from the same (as they recorded it).
+    fingerprint = embed_meta.get("dataset_fingerprint")
     if embed_meta.get("config_hash") != embed_config_hash(cfg):
         raise ArtifactError(f"{ws.embed_dir} is stale: made under other embed.* settings (config "
                             f"{embed_meta.get('config_hash')}, now {embed_config_hash(cfg)}); rebuild it with "
