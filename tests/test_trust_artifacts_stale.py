@@ -79,6 +79,19 @@ def test_run_without_its_embed_stage_refuses_stale_embeddings(ws, stub, capsys):
 def test_current_artifacts_train(ws, stub, capsys):
     assert main(["train", *_args(ws, stub, "--run-name", "r")]) == 0
     assert (ws / "runs" / "r" / "results.json").is_file()
+    # The run records the exact LLM inputs it trained on, by content.
+    import json
+
+    import numpy as np
+
+    from llm4cdsr.training.run import array_digest
+    from llm4cdsr.workspace import load_item_vectors
+
+    results = json.loads((ws / "runs" / "r" / "results.json").read_text(encoding="utf-8"))
+    vectors = load_item_vectors(Workspace(ws), tuple(results["dataset"]["domains"]))
+    assert results["llm_inputs"]["item_vectors_sha256"] == array_digest(vectors.raw, vectors.global_pca, *vectors.local_pca)
+    profiles = np.load(ws / "profiles" / "embeddings.npy")
+    assert results["llm_inputs"]["profiles_sha256"] == array_digest(profiles.astype(np.float32))
 
 
 def test_a_dataset_prepared_again_alike_keeps_its_embeddings_and_profiles(ws, stub, capsys):

@@ -216,6 +216,7 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
         "init_from": started_from,
         "dataset": {"domains": list(dataset.domains), "users": dataset.n_users, "fingerprint": info["fingerprint"],
                     "synthetic": synthetic},
+        "llm_inputs": {k: info[k] for k in ("item_vectors_sha256", "profiles_sha256") if k in info},
     }
     # Minutes on a large set (full ranking of every user over a whole domain, twice): say so first.
     log.info("evaluating the best epoch (%d) on validation and test, sampled and full ranking, %s users",
@@ -386,11 +387,25 @@ def dataset_info(dataset: PreparedDataset, item_vectors=None, profiles: np.ndarr
         "n_users": int(dataset.n_users),
         "fingerprint": dataset_fingerprint(dataset),
     }
+    # The exact LLM inputs, by content: a run made again elsewhere can tell whether it got the same
+    # vectors (the dataset's fingerprint does not cover them).
     if item_vectors is not None:
         info["global_dim"] = int(item_vectors.global_pca.shape[1])
+        info["item_vectors_sha256"] = array_digest(item_vectors.raw, item_vectors.global_pca, *item_vectors.local_pca)
     if profiles is not None:
         info["profile_dim"] = int(profiles.shape[1])
+        info["profiles_sha256"] = array_digest(profiles)
     return info
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    """SHA-256 (16 hex digits) of arrays' shapes, dtypes and bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 # ----- run folder --------------------------------------------------------------------------
