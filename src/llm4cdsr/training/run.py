@@ -391,7 +391,8 @@ def dataset_info(dataset: PreparedDataset, item_vectors=None, profiles: np.ndarr
     # vectors (the dataset's fingerprint does not cover them).
     if item_vectors is not None:
         info["global_dim"] = int(item_vectors.global_pca.shape[1])
-        info["item_vectors_sha256"] = array_digest(item_vectors.raw, item_vectors.global_pca, *item_vectors.local_pca)
+        parts = (getattr(item_vectors, "raw", None), item_vectors.global_pca, *getattr(item_vectors, "local_pca", ()))
+        info["item_vectors_sha256"] = array_digest(*(a for a in parts if a is not None))
     if profiles is not None:
         info["profile_dim"] = int(profiles.shape[1])
         info["profiles_sha256"] = array_digest(profiles)
