@@ -11,7 +11,9 @@ one thread per job. The user sample and who keeps both domains are drawn with se
 model and training seed, so a ratio's rows differ by model and training seed only. Steps run --jobs
 at a time; finished runs are skipped, so the command continues where it stopped. At the end one
 call over every finished run rebuilds results.csv / results.md / overlap.png, which are copied with
-each run's results.json and metrics.jsonl to --archive (committed).
+each run's results.json, metrics.jsonl and per-user test ranks to --archive (committed).
+`--table-only` trains nothing; where the workspace has no runs (another machine) it rebuilds the
+tables, t-tests included, from the archive alone, in place.
 
 Plans: `screen` trains the alignment candidates at share 1.0, seed 42; `full` the chosen models at
 shares 0, 0.1, 0.25, 0.5, 1.0 (seeds 42-44 at 0 and 1.0, seed 42 between).
