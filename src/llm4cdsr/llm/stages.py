@@ -115,7 +115,9 @@ def legacy_dataset_fingerprint(dataset_dir: Path) -> str:
 def made_from(recorded: str | None, dataset_dir: Path) -> bool:
     """True when an artifact that recorded dataset fingerprint `recorded` was made from this dataset
     (under today's fingerprint, or the legacy one an older version recorded)."""
-    return recorded is not None and recorded in (dataset_fingerprint(dataset_dir), legacy_dataset_fingerprint(dataset_dir))
+    # The legacy one (a second read of every file) only where today's does not match.
+    return recorded is not None and (recorded == dataset_fingerprint(dataset_dir)
+                                     or recorded == legacy_dataset_fingerprint(dataset_dir))
 
 
 def _require_dataset_files(dataset_dir: Path) -> None:
