@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4cdsr.benchmark import ARCHIVED_RANKS
 from llm4cdsr.config import load_config
 from llm4cdsr.experiments import write_overlap_outputs
 
@@ -110,7 +111,7 @@ def archive(out: Path, dest: Path) -> None:
                     shutil.copy2(run / name, dest / "runs" / run.name / name)
             # The per-user test ranks the t-tests read (the columns they need, compressed).
             if (run / "ranks.parquet").is_file():
-                ranks = pd.read_parquet(run / "ranks.parquet", columns=["user_idx", "rank_sampled", "rank_full"])
+                ranks = pd.read_parquet(run / "ranks.parquet", columns=ARCHIVED_RANKS)
                 ranks.to_parquet(dest / "runs" / run.name / "ranks.parquet", index=False, compression="zstd")
 
 
