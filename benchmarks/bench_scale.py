@@ -152,7 +152,7 @@ def main() -> int:
     ap.add_argument("--recommend-all", action="store_true", help="recommend for every user, not a sample of 1,000")
     ap.add_argument("--dir", default="", help="working folder (default: a temporary one, removed)")
     ap.add_argument("--keep", action="store_true", help="keep each size's workspace")
-    ap.add_argument("--json", default="", help="also write the figures here")
+    ap.add_argument("--json", default="", help="also write the figures here, size by size; sizes already there are not run again")
     ap.add_argument("overrides", nargs="*", help="config overrides for every stage, e.g. model.hidden=64")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.users.split(","))
@@ -168,12 +168,24 @@ def main() -> int:
                      "embed.concurrency=2"] + overrides
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-scale-"))
     base.mkdir(parents=True, exist_ok=True)
+    # Each finished size is written to --json at once, and a size already there is not measured
+    # again: a crash or Ctrl-C at 320k users keeps the hours spent on the smaller worlds.
+    done = {}
+    if args.json and Path(args.json).exists():
+        done = {r["users"]: r for r in json.loads(Path(args.json).read_text())}
     results = []
     try:
         for n in sizes:
+            if n in done:
+                print(f"{n:,} users: read from {args.json}", file=sys.stderr, flush=True)
+                results.append(done[n])
+                continue
             t0 = time.perf_counter()
             results.append(one_size(n, base, args, overrides, env))
             print(f"{n:,} users done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            if args.json:
+                kept = {**done, **{r["users"]: r for r in results}}
+                Path(args.json).write_text(json.dumps([kept[k] for k in sorted(kept)], indent=2) + "\n")
     finally:
         if stub is not None:
             stub.terminate()
@@ -200,8 +212,6 @@ def main() -> int:
                 note = "  (a fixed 1,000 users: grows with the items each one is ranked against)"
             cells += f"  {te:>8.2f}  {me:>8.2f}{note}"
         print(f"{stage:<11}{cells}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
