@@ -10,7 +10,8 @@ prepare (from the generated tables), embed (item texts -> vectors -> PCA), profi
 profiles and their embeddings), train (one epoch with its validation and the final test
 evaluation; `results.json` splits the epoch from the evaluation), evaluate (both protocols, valid
 and test, the run's best weights), recommend (a batch for 1,000 users, or all of them with
---recommend-all), serve (start-up until /health answers; its peak RSS). Exponents are slopes of log
+--recommend-all), serve (start-up until /health answers; its peak RSS; then its single-user
+latency idle and while the same batch recommend runs again beside it). Exponents are slopes of log
 time (and log peak RSS) against log users between the first and last size; evaluation and
 recommend also against users x items of the target domain, their expected cost.
 
@@ -33,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -63,34 +65,72 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_startup(run: Path, env: dict, log: Path, timeout_s: float = 600) -> tuple[float, float]:
-    """(seconds until /health answers 200, peak RSS in MB at that point) of `llm4cdsr serve`."""
+def serve_during_recommend(run: Path, env: dict, log: Path, user: str, recommend: list[str],
+                           timeout_s: float = 600) -> dict:
+    """`llm4cdsr serve` started (seconds until /health answers 200, peak RSS in MB then), its
+    single-user latency idle, then the batch `recommend` command run beside it while one client
+    keeps asking the server for one user's top 10: the server must keep answering."""
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    body = {"user_id": user, "k": 10}
     with open(log, "ab") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "llm4cdsr", "serve", str(run), "--port", str(port)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
-        try:
-            while time.perf_counter() - t0 < timeout_s:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"serve exited with code {proc.returncode}; see {log}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                        wall = time.perf_counter() - t0
-                        status = Path(f"/proc/{proc.pid}/status").read_text()
-                        peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
-                        return wall, peak
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            raise RuntimeError("serve did not answer /health in time")
-        finally:
-            proc.send_signal(signal.SIGTERM)
+    try:
+        while True:
+            if time.perf_counter() - t0 > timeout_s:
+                raise RuntimeError("serve did not answer /health in time")
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve exited with code {proc.returncode}; see {log}")
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        startup = (time.perf_counter() - t0, _peak_rss_mb(proc.pid))
+        with httpx.Client(base_url=url, timeout=60) as client:
+            def ask() -> float | None:
+                t = time.perf_counter()
+                try:
+                    ok = client.post("/recommend", json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                return (time.perf_counter() - t) * 1000 if ok else None
+
+            idle = [ask() for _ in range(50)]
+            batch: dict = {}
+            worker = threading.Thread(target=lambda: batch.update(result=run_stage(recommend, env, log)), daemon=True)
+            worker.start()
+            during = []
+            while worker.is_alive():
+                during.append(ask())
+            worker.join()
+        if "result" not in batch:
+            raise RuntimeError(f"recommend failed while serving; see {log}")
+        answered = [ms for ms in during if ms is not None]
+        return {"serve": startup, "recommend_beside_serve": batch["result"], "serve_idle_p50_ms": _p(idle, 50),
+                "serve_during_p50_ms": _p(answered, 50), "serve_during_p99_ms": _p(answered, 99),
+                "serve_during_requests": len(during), "serve_during_failed": len(during) - len(answered),
+                "serve_peak_mb": _peak_rss_mb(proc.pid)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def _p(values: list, q: float) -> float:
+    kept = sorted(v for v in values if v is not None)
+    return kept[min(len(kept) - 1, int(len(kept) * q / 100))] if kept else float("nan")
 
 
 def start_stub(dim: int) -> tuple[subprocess.Popen, str]:
@@ -127,9 +167,10 @@ def one_size(n: int, base: Path, args, overrides: list[str], env: dict) -> dict:
         users = users[:: max(1, len(users) // 1000)][:1000]
     (base / f"users-{n}.txt").write_text("\n".join(users) + "\n")
     out["recommend_users"] = len(users)
-    out["recommend"] = run_stage(cli + ["recommend", "--run", str(run), "--users-file", str(base / f"users-{n}.txt"),
-                                        "--out", str(base / f"recs-{n}.csv")], env, log)
-    out["serve"] = serve_startup(run, env, log)
+    recommend = cli + ["recommend", "--run", str(run), "--users-file", str(base / f"users-{n}.txt"),
+                       "--out", str(base / f"recs-{n}.csv")]
+    out["recommend"] = run_stage(recommend, env, log)  # alone, for its exponent; then again beside the server
+    out.update(serve_during_recommend(run, env, log, users[0], recommend))
     if not args.keep:
         shutil.rmtree(raw, ignore_errors=True)
         shutil.rmtree(ws, ignore_errors=True)
@@ -212,6 +253,10 @@ def main() -> int:
                 note = "  (a fixed 1,000 users: grows with the items each one is ranked against)"
             cells += f"  {te:>8.2f}  {me:>8.2f}{note}"
         print(f"{stage:<11}{cells}")
+    for r in results:
+        print(f"serve at {r['users']:,} users: single-user p50 {r['serve_idle_p50_ms']:.1f} ms idle; while the batch "
+              f"recommend ran: {r['serve_during_requests']} requests, {r['serve_during_failed']} failed, p50 "
+              f"{r['serve_during_p50_ms']:.1f} ms, p99 {r['serve_during_p99_ms']:.1f} ms; peak RSS {r['serve_peak_mb']:.0f} MB")
     return 0
 
 
