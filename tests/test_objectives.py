@@ -85,6 +85,15 @@ def test_sampled_ce_with_every_item_as_a_negative_equals_ce():
     assert _loss("sampled_ce", every) == pytest.approx(_loss("ce", {}), rel=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["bce", "ce", "sampled_ce"])
+def test_epoch_loss_norm_sums_each_domain_and_divides_by_its_norm(kind):
+    batch = {"negatives": torch.tensor([[2, 1, 4]]), "shared_negatives": torch.tensor([[1, 2], [5, 6]])}
+    # Two A targets and one B target: with norms (2, 1) the epoch form equals the batch mean ...
+    assert _loss(kind, {**batch, "target_norm": torch.tensor([2.0, 1.0])}) == pytest.approx(_loss(kind, batch), rel=1e-6)
+    # ... and with norms (4, 2), a batch holding half its epoch's share, it is half of it.
+    assert _loss(kind, {**batch, "target_norm": torch.tensor([4.0, 2.0])}) == pytest.approx(_loss(kind, batch) / 2, rel=1e-6)
+
+
 def test_chimeric_training_negatives_need_bce():
     with pytest.raises(ValueError, match="bce"):
         LossConfig("ce", chimeric_negatives=True)

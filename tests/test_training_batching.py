@@ -47,6 +47,30 @@ def test_batch_matches_a_per_user_construction():
     assert batch["user_idx"].tolist() == users.tolist()
 
 
+def test_epoch_loss_norm_is_the_mean_targets_per_batch_of_each_domain():
+    # A: items 1..3, B: 4..6; max_len 2 keeps the newest 3 items, whose last 2 are targets.
+    offsets = np.array([0, 3, 5, 6, 10])
+    items = np.array([1, 2, 4, 5, 6, 1, 1, 4, 2, 5])
+    tb = TrainBatches(offsets, items, (3, 3), max_len=2, batch_size=2, seed=0, bucket_pool=1, loss_norm="epoch")
+    # targets: user 0 [2, 4], user 1 [6], user 2 none (one item), user 3 [2, 5]: A 2, B 3; 2 batches
+    assert tb.target_norm.tolist() == [1.0, 1.5]
+    assert TrainBatches(offsets, items, (3, 3), 2, 2, seed=0).target_norm is None  # loss_norm=batch
+
+
+def test_epoch_loss_norm_equals_the_targets_the_batches_hold():
+    ds, split = _split()
+    for pool in (1, 64):  # random order and length-bucketed: the same epoch total
+        tb = TrainBatches(split.train_offsets, split.train_items, ds.n_items, 6, 16, seed=3, bucket_pool=pool,
+                          loss_norm="epoch")
+        held = np.zeros(2)
+        for b, users in enumerate(tb.plan(0)):
+            batch = tb.build(users, 0, b)
+            targets = batch["targets"][batch["targets"] > 0].numpy()
+            held += np.bincount(ds.domain_of(targets), minlength=2)
+            assert torch.equal(batch["target_norm"], tb.target_norm)
+        assert np.allclose(held / len(tb), tb.target_norm.numpy())
+
+
 def test_negatives_reach_the_last_id_of_each_domain():
     # The authors' sampler used an exclusive upper bound: the last id of a domain was never drawn.
     rng = np.random.default_rng(0)

@@ -213,6 +213,7 @@ def validate_config(cfg: dict, command: str | None = None) -> dict:
     c.at_least("train.num_threads", 0)
     c.check("train.valid_metric", _metric, "hit@K | ndcg@K | mrr@K with K >= 1")
     c.one_of("train.valid_mode", ("sampled", "full"))
+    c.one_of("train.loss_norm", ("batch", "epoch"))
     c.one_of("train.loss", ("bce", "ce", "sampled_ce"))
     c.at_least("train.num_negatives", 1)
     c.boolean("train.logq_correction")

@@ -229,22 +229,31 @@ class LossConfig:
                    str(train.get("global_negative_domain", "target")))
 
 
-def domain_balanced_bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of each (positive, negative) pair: mean over A pairs + mean over B pairs.
+def domain_balanced_bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, target_domain: torch.Tensor,
+                        norm: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy of each (positive, negative) pair: mean over A pairs + mean over B pairs
+    (with `norm`, (2,): each domain's sum divided by its entry instead; train.loss_norm=epoch).
 
     A domain without pairs in the batch contributes nothing (a mean over nothing would be NaN).
     """
     pair_loss = F.softplus(-pos_logits) + F.softplus(neg_logits)  # (P,) = BCE(pos, 1) + BCE(neg, 0)
-    return _sum_of_domain_means(pair_loss, target_domain)
+    return _sum_of_domain_means(pair_loss, target_domain, norm)
 
 
-def _sum_of_domain_means(values: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
+def _sum_of_domain_means(values: torch.Tensor, target_domain: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
     loss = values.new_zeros(())
     for d in (0, 1):
         in_d = target_domain == d
         if bool(in_d.any()):
-            loss = loss + values[in_d].mean()
+            loss = loss + _domain_average(values[in_d], norm, d)
     return loss
+
+
+def _domain_average(values: torch.Tensor, norm: torch.Tensor | None, d: int) -> torch.Tensor:
+    """One domain's per-target losses averaged: over the batch (norm None), or summed and divided by
+    the epoch's mean count per batch (train.loss_norm=epoch), which weighs every target alike
+    however the batches group users (length-bucketed batches of short histories hold few targets)."""
+    return values.mean() if norm is None else values.sum() / norm[d]
 
 
 def next_item_loss(
@@ -290,8 +299,9 @@ def next_item_loss(
                     other = vectors(d, to_local(batch["chimeric_negatives"][step_mask][in_d], n_items_a))  # (P_d, K)
                     neg = torch.cat([neg[:, :split], other[:, split:]], dim=-1)
             neg_logits = neg_logits.masked_scatter(in_d, (q * neg).sum(-1))
-        return domain_balanced_bce(pos_logits, neg_logits, target_domain)
+        return domain_balanced_bce(pos_logits, neg_logits, target_domain, batch.get("target_norm"))
 
+    norm = batch.get("target_norm")  # train.loss_norm=epoch
     total = queries.new_zeros(())
     for d in (0, 1):
         in_d = target_domain == d
@@ -300,7 +310,7 @@ def next_item_loss(
         q, pos = queries[in_d], pos_local[in_d]  # (P_d, K), (P_d,)
         if loss.kind == "ce":
             logits = q @ table(d)[1:].T  # (P_d, n_d): column = local id - 1
-            total = total + F.cross_entropy(logits, pos - 1)
+            total = total + _softmax_loss(logits, pos - 1, norm, d)
             continue
         shared = to_local(batch["shared_negatives"][d], n_items_a)  # (N,) drawn for this batch
         pos_logit = (q * vectors(d, pos)).sum(-1, keepdim=True)  # (P_d, 1)
@@ -313,8 +323,16 @@ def next_item_loss(
         # A shared negative that is the step's own target is no negative ("accidental hit").
         neg_logits = neg_logits.masked_fill(shared[None, :] == pos[:, None], NEG_INF)
         logits = torch.cat([pos_logit, neg_logits], dim=1)  # (P_d, 1 + N)
-        total = total + F.cross_entropy(logits, logits.new_zeros(len(logits), dtype=torch.long))
+        total = total + _softmax_loss(logits, logits.new_zeros(len(logits), dtype=torch.long), norm, d)
     return total
+
+
+def _softmax_loss(logits: torch.Tensor, labels: torch.Tensor, norm: torch.Tensor | None, d: int) -> torch.Tensor:
+    """One domain's cross-entropy, averaged as `_domain_average` says (the batch mean by torch's own
+    reduction, so that runs without train.loss_norm=epoch compute exactly what they always did)."""
+    if norm is None:
+        return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels, reduction="sum") / norm[d]
 
 
 def _global_part(global_ids: torch.Tensor, n_items_a: int, vectors: Callable[[int, torch.Tensor], torch.Tensor],

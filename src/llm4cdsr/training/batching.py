@@ -113,6 +113,7 @@ class TrainBatches:
         bucket_pool: int = 64,
         dynamic_padding: bool = True,
         loss: LossConfig | None = None,
+        loss_norm: str = "batch",
     ):
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.items = np.asarray(items, dtype=np.int64)
@@ -130,6 +131,21 @@ class TrainBatches:
         self.loss = loss or LossConfig()
         if self.loss.kind == "sampled_ce":
             self.sampling = self._sampling_distributions()
+        # loss_norm=epoch: per domain, the mean number of next-item targets of a batch over the epoch,
+        # the divisor of that domain's summed loss in every batch (batch["target_norm"]).
+        self.target_norm = self._targets_per_batch() if loss_norm == "epoch" else None
+
+    def _targets_per_batch(self) -> torch.Tensor:
+        """(2,) float: the epoch's next-item targets of each domain, divided by the batches of an
+        epoch (a target: every item of a training window but its first, as `build` makes them)."""
+        take = self.lengths[self.users] - 1  # targets per user: the newest `take` items of its history
+        starts = self.offsets[self.users + 1] - take
+        first = np.cumsum(take) - take  # where each user's targets start in the concatenation
+        idx = np.repeat(starts - first, take) + np.arange(int(take.sum()))
+        targets = self.items[idx]
+        in_b = float((targets > self.n_items[0]).sum())
+        counts = np.array([len(targets) - in_b, in_b])
+        return torch.tensor(np.maximum(counts / len(self), 1.0), dtype=torch.float32)
 
     def _sampling_distributions(self) -> list[np.ndarray]:
         """Per domain, the cumulative sampling probability of local ids 1..n_d (uniform, or with
@@ -211,5 +227,6 @@ class TrainBatches:
             "reg_items": torch.from_numpy(reg_items),
             "align_pairs": torch.from_numpy(cross_domain_pairs(window, self.n_items[0])),
             "user_idx": torch.from_numpy(users.astype(np.int64)),
+            **({"target_norm": self.target_norm} if self.target_norm is not None else {}),
             **extra,
         }

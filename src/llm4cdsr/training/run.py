@@ -185,7 +185,8 @@ def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, re
     state: dict[str, Any] = {"best_epoch": 0, "epoch": 0, "history": []}
     if model.trainable:
         batches = TrainBatches(split.train_offsets, split.train_items, dataset.n_items, model.max_len,
-                               train_cfg["batch_size"], cfg["seed"], train_cfg["bucket_pool"], train_cfg["dynamic_padding"], loss)
+                               train_cfg["batch_size"], cfg["seed"], train_cfg["bucket_pool"], train_cfg["dynamic_padding"], loss,
+                               loss_norm=train_cfg.get("loss_norm", "batch"))
         diagnose = None
         if getattr(getattr(model, "global_items", None), "kind", None) == "llm":
             # The bridge's measure, each epoch: cross-domain neighbours after the adapter (the report's sample).
