@@ -79,7 +79,9 @@ def main() -> int:
         cmd = [sys.executable, "-m", "llm4cdsr", "experiment", "overlap", "-c", "food-kitchen", "-w", str(ws),
                "--users", str(args.users), "--out", str(out), "--ratios", ",".join(f"{r:g}" for r in ratios),
                "--seeds", ",".join(map(str, seeds)), "--models", ",".join(MODELS[m] for m in labels),
-               "train.patience=3", "train.epochs=30", "train.progress=false", f"train.num_threads={threads}", *args.set]
+               "train.patience=3", "train.epochs=30", "train.progress=false", f"train.num_threads={threads}",
+               # the archived runs' length-bucketed batches (the default until random order replaced it)
+               "train.bucket_pool=128", *args.set]
         log = out / "logs" / f"{'-'.join(labels)}-r{'_'.join(f'{r:g}' for r in ratios)}-s{'_'.join(map(str, seeds))}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as f:

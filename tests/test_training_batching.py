@@ -115,8 +115,10 @@ def test_dynamic_padding_gives_the_same_loss_as_padding_to_max_len():
     info = {"domains": ds.domains, "n_items": ds.n_items, "n_users": ds.n_users}
     torch.manual_seed(0)
     model = build_model(cfg, info).eval()
-    dynamic = TrainBatches(split.train_offsets, split.train_items, ds.n_items, 12, 16, seed=0)
-    padded = TrainBatches(split.train_offsets, split.train_items, ds.n_items, 12, 16, seed=0, dynamic_padding=False)
+    # length-bucketed, so that the first batch is narrower than max_len
+    dynamic = TrainBatches(split.train_offsets, split.train_items, ds.n_items, 12, 16, seed=0, bucket_pool=64)
+    padded = TrainBatches(split.train_offsets, split.train_items, ds.n_items, 12, 16, seed=0, bucket_pool=64,
+                          dynamic_padding=False)
     users = dynamic.plan(0)[0]
     a, b = dynamic.build(users, 0, 0), padded.build(users, 0, 0)
     assert b["mixed_seq"].shape[1] == 12 and a["mixed_seq"].shape[1] < 12

@@ -1,8 +1,11 @@
 """Training batches built straight from the CSR history arrays, vectorised (no loop over positions).
 
-Cost follows real history lengths: users are bucketed by length (shuffle, cut into pools of
-`bucket_pool` batches, sort each pool by length, cut into batches, shuffle the batches) and each
-batch is padded to its own longest history, not to max_len.
+Each batch is padded to its own longest history, not to max_len. With bucket_pool > 1 users are
+also bucketed by length (shuffle, cut into pools of `bucket_pool` batches, sort each pool by
+length, cut into batches, shuffle the batches), which pads far less but scored lower on Food x
+Kitchen for every model tried (docs/results.md, "Batch order"): a batch of short histories holds few
+targets, and the per-batch mean weighs each of them more (train.loss_norm=epoch undoes that part).
+The default, 1, keeps batches in random order.
 
 A batch (dict of tensors) for users u_1..u_B, their training history truncated to the newest
 max_len + 1 items, left-padded to width L:
@@ -110,7 +113,7 @@ class TrainBatches:
         max_len: int,
         batch_size: int,
         seed: int,
-        bucket_pool: int = 64,
+        bucket_pool: int = 1,
         dynamic_padding: bool = True,
         loss: LossConfig | None = None,
         loss_norm: str = "batch",
