@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serve import free_port, wait_healthy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STUB = ROOT / "tests" / "openai_stub.py"
@@ -59,12 +61,6 @@ def run_stage(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024  # KB on Linux
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_during_recommend(run: Path, env: dict, log: Path, user: str, recommend: list[str],
                            timeout_s: float = 600) -> dict:
     """`llm4cdsr serve` started (seconds until /health answers 200, peak RSS in MB then), its
@@ -78,17 +74,7 @@ def serve_during_recommend(run: Path, env: dict, log: Path, user: str, recommend
         proc = subprocess.Popen([sys.executable, "-m", "llm4cdsr", "serve", str(run), "--port", str(port)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
-        while True:
-            if time.perf_counter() - t0 > timeout_s:
-                raise RuntimeError("serve did not answer /health in time")
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited with code {proc.returncode}; see {log}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(url, proc, timeout_s)  # raises where the server exits or never answers (its log: `log`)
         startup = (time.perf_counter() - t0, _peak_rss_mb(proc.pid))
         with httpx.Client(base_url=url, timeout=60) as client:
             def ask() -> float | None:
