@@ -129,7 +129,8 @@ def start_stub(dim: int) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{int(line.split()[1])}/v1"
 
 
-def one_size(n: int, base: Path, args, overrides: list[str], env: dict) -> dict:
+def one_size(n: int, base: Path, args, overrides: list[str], env: dict, save=lambda out: None) -> dict:
+    """Every stage at n users; `save(out)` after each, so that a size stopped midway keeps its finished stages."""
     items_a, items_b = max(50, n // 5), max(50, 3 * n // 10)
     raw, ws = base / f"raw-{n}", base / f"ws-{n}"
     log = base / f"log-{n}.txt"
@@ -138,15 +139,21 @@ def one_size(n: int, base: Path, args, overrides: list[str], env: dict) -> dict:
     out: dict = {"users": n, "items": items_a + items_b, "target_items": items_b}
     out["synth"] = run_stage(cli + ["synth", "--out", str(raw), "--users", str(n), "--items-a", str(items_a),
                                     "--items-b", str(items_b)], env, log)
+    save(out)
     out["prepare"] = run_stage(cli + ["prepare", "--interactions", str(raw), "--out", str(ws), "--no-progress"], env, log)
+    save(out)
     out["embed"] = run_stage(cli + ["embed", "-w", str(ws)] + common, env, log)
+    save(out)
     out["profile"] = run_stage(cli + ["profile", "-w", str(ws)] + common, env, log)
+    save(out)
     out["train"] = run_stage(cli + ["train", "-w", str(ws), "train.epochs=1", "run.name=scale"] + common, env, log)
     run = ws / "runs" / "scale"
     timing = json.loads((run / "results.json").read_text())["time"]
     out["epoch"] = (timing["train_s_per_epoch"], out["train"][1])
     out["final_eval"] = (timing["final_eval_s"], out["train"][1])
+    save(out)
     out["evaluate"] = run_stage(cli + ["evaluate", str(run)], env, log)
+    save(out)
     users = [line.split(",")[0] for line in (raw / "interactions.csv").read_text().splitlines()[1:]]
     users = list(dict.fromkeys(users))
     if not args.recommend_all:
@@ -156,6 +163,7 @@ def one_size(n: int, base: Path, args, overrides: list[str], env: dict) -> dict:
     recommend = cli + ["recommend", "--run", str(run), "--users-file", str(base / f"users-{n}.txt"),
                        "--out", str(base / f"recs-{n}.csv")]
     out["recommend"] = run_stage(recommend, env, log)  # alone, for its exponent; then again beside the server
+    save(out)
     out.update(serve_during_recommend(run, env, log, users[0], recommend))
     if not args.keep:
         shutil.rmtree(raw, ignore_errors=True)
@@ -197,10 +205,21 @@ def main() -> int:
     base.mkdir(parents=True, exist_ok=True)
     # Each finished size is written to --json at once, and a size already there is not measured
     # again: a crash or Ctrl-C at 320k users keeps the hours spent on the smaller worlds.
-    done = {}
+    # A size stopped midway is kept as a partial record ("complete": false, its finished stages) and
+    # measured again whole on the next call.
+    done, partial = {}, {}
     if args.json and Path(args.json).exists():
-        done = {r["users"]: r for r in json.loads(Path(args.json).read_text())}
+        for r in json.loads(Path(args.json).read_text()):
+            (done if r.get("complete", True) else partial)[r["users"]] = r
     results = []
+
+    def write(current: dict | None = None) -> None:
+        if not args.json:
+            return
+        rows = {**partial, **done, **{r["users"]: r for r in results}}
+        if current is not None:
+            rows[current["users"]] = {**current, "complete": False}
+        Path(args.json).write_text(json.dumps([rows[k] for k in sorted(rows)], indent=2) + "\n")
     try:
         for n in sizes:
             if n in done:
@@ -208,11 +227,10 @@ def main() -> int:
                 results.append(done[n])
                 continue
             t0 = time.perf_counter()
-            results.append(one_size(n, base, args, overrides, env))
+            results.append({**one_size(n, base, args, overrides, env, save=write), "complete": True})
+            partial.pop(n, None)
             print(f"{n:,} users done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-            if args.json:
-                kept = {**done, **{r["users"]: r for r in results}}
-                Path(args.json).write_text(json.dumps([kept[k] for k in sorted(kept)], indent=2) + "\n")
+            write()
     finally:
         if stub is not None:
             stub.terminate()
@@ -243,6 +261,10 @@ def main() -> int:
         print(f"serve at {r['users']:,} users: single-user p50 {r['serve_idle_p50_ms']:.1f} ms idle; while the batch "
               f"recommend ran: {r['serve_during_requests']} requests, {r['serve_during_failed']} failed, p50 "
               f"{r['serve_during_p50_ms']:.1f} ms, p99 {r['serve_during_p99_ms']:.1f} ms; peak RSS {r['serve_peak_mb']:.0f} MB")
+    for n, r in sorted(partial.items()):  # stopped midway: its finished stages, exponents from the smallest size
+        cells = ", ".join(f"{stage} {r[stage][0]:.1f} s ({exponent(first['users'], n, first[stage][0], r[stage][0]):.2f})"
+                          for stage in STAGES if stage in r)
+        print(f"{n:,} users, stopped before the end (time exponent from {first['users']:,} users in brackets): {cells}")
     return 0
 
 
