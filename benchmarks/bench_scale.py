@@ -46,8 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STUB = ROOT / "tests" / "openai_stub.py"
 
 
-def run_stage(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one command in its own process; raises when it fails."""
+def run_stage(cmd: list[str], env: dict, log: Path) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds: user + system) of one command in its own process;
+    raises when it fails. CPU time is what other jobs on the machine change least."""
     with open(log, "ab") as out:
         out.write(("$ " + " ".join(cmd) + "\n").encode())
         out.flush()
@@ -58,7 +59,7 @@ def run_stage(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[2:5])} failed with exit code {proc.returncode}; see {log}")
-    return wall, usage.ru_maxrss / 1024  # KB on Linux
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # ru_maxrss: KB on Linux
 
 
 def serve_during_recommend(run: Path, env: dict, log: Path, user: str, recommend: list[str],
@@ -240,7 +241,7 @@ def main() -> int:
 
     print(f"embedder {args.embedder}, {args.threads} thread(s); items = users / 2; recommend: "
           f"{'all users' if args.recommend_all else 'a batch of up to 1,000 users'}")
-    head = f"{'stage':<11}" + "".join(f"{n:>10,} users   " for n in sizes) + "  time exp.  RSS exp."
+    head = f"{'stage':<11}" + "".join(f"{n:>10,} users   " for n in sizes) + "  time exp.  RSS exp.  CPU exp."
     print(head)
     first, last = results[0], results[-1]
     for stage in STAGES:
@@ -255,7 +256,10 @@ def main() -> int:
                 note = f"  (against users x target items: {exponent(work0, work1, first[stage][0], last[stage][0]):.2f})"
             if stage == "recommend" and not args.recommend_all:
                 note = "  (a fixed 1,000 users: grows with the items each one is ranked against)"
-            cells += f"  {te:>8.2f}  {me:>8.2f}{note}"
+            # CPU seconds where every size has them (stages run as their own process)
+            ce = (f"{exponent(first['users'], last['users'], first[stage][2], last[stage][2]):>8.2f}"
+                  if all(len(r[stage]) > 2 for r in (first, last)) else f"{'-':>8}")
+            cells += f"  {te:>8.2f}  {me:>8.2f}  {ce}{note}"
         print(f"{stage:<11}{cells}")
     for r in results:
         print(f"serve at {r['users']:,} users: single-user p50 {r['serve_idle_p50_ms']:.1f} ms idle; while the batch "
