@@ -146,7 +146,7 @@ def train_run(
 
 def _train_and_evaluate(cfg, run_dir, dataset, split, item_vectors, profiles, resume, device, rank) -> dict:
     model_cfg, train_cfg, eval_cfg = cfg["model"], cfg["train"], cfg["eval"]
-    info = dataset_info(dataset, item_vectors, profiles)
+    info = {**dataset_info(dataset, item_vectors, profiles), **llm_input_digests(item_vectors, profiles)}
     if rank == 0:
         write_json(run_dir / "dataset_info.json", info)
     torch.manual_seed(cfg["seed"])  # the same initial weights on every process
@@ -388,16 +388,24 @@ def dataset_info(dataset: PreparedDataset, item_vectors=None, profiles: np.ndarr
         "n_users": int(dataset.n_users),
         "fingerprint": dataset_fingerprint(dataset),
     }
-    # The exact LLM inputs, by content: a run made again elsewhere can tell whether it got the same
-    # vectors (the dataset's fingerprint does not cover them).
     if item_vectors is not None:
         info["global_dim"] = int(item_vectors.global_pca.shape[1])
-        parts = (getattr(item_vectors, "raw", None), item_vectors.global_pca, *getattr(item_vectors, "local_pca", ()))
-        info["item_vectors_sha256"] = array_digest(*(a for a in parts if a is not None))
     if profiles is not None:
         info["profile_dim"] = int(profiles.shape[1])
-        info["profiles_sha256"] = array_digest(profiles)
     return info
+
+
+def llm_input_digests(item_vectors=None, profiles: np.ndarray | None = None) -> dict[str, str]:
+    """The exact LLM inputs of a training run, by content: a run made again elsewhere can tell whether
+    it got the same vectors (the dataset's fingerprint does not cover them). Apart from dataset_info,
+    which model building needs, so that only a training run pays for hashing the vectors."""
+    out = {}
+    if item_vectors is not None:
+        parts = (getattr(item_vectors, "raw", None), item_vectors.global_pca, *getattr(item_vectors, "local_pca", ()))
+        out["item_vectors_sha256"] = array_digest(*(a for a in parts if a is not None))
+    if profiles is not None:
+        out["profiles_sha256"] = array_digest(profiles)
+    return out
 
 
 def array_digest(*arrays: np.ndarray) -> str:
