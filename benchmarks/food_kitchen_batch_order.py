@@ -20,16 +20,15 @@ against the model's bucketed reference.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from llm4cdsr.benchmark import ARCHIVED_RANKS
 from llm4cdsr.io import read_json
 from llm4cdsr.training.metrics import paired_tests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from food_kitchen_overlap import archive_run  # noqa: E402  (the overlap experiment's archive layout)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 42
@@ -47,7 +46,6 @@ REFERENCE = {"LLM4CDSR": "llm4cdsr", "SASRec, mixed": "sasrec_mixed"}
 SETTING = {"llm4cdsr": "bucketed (128)", "nobucket": "random order", "epochnorm": "bucketed, loss_norm=epoch",
            "sasrec_mixed": "bucketed (128)", "sasrec_mixed-nobucket": "random order",
            "sasrec_mixed-bucket2": "bucket_pool 2", "sasrec_mixed-epochnorm": "bucketed, loss_norm=epoch"}
-KEPT = ("config.yaml", "results.json", "metrics.jsonl", "overlap.json")
 
 
 def run_dir(label: str, workspace: Path, archive: Path, overlap_archive: Path) -> Path | None:
@@ -65,17 +63,6 @@ def train(spec: str, workspace: Path, users: int) -> int:
            "--seeds", str(SEED), "--models", spec, "train.patience=3", "train.epochs=30", "train.progress=false",
            "train.num_threads=1", "train.bucket_pool=128"]  # the references' batches; an arm's own setting wins
     return subprocess.call(cmd, cwd=ROOT)
-
-
-def archive_run(src: Path, archive: Path) -> None:
-    dst = archive / "runs" / src.name
-    if src.resolve() == dst.resolve():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in KEPT:
-        if (src / name).is_file():
-            shutil.copy2(src / name, dst / name)
-    pd.read_parquet(src / "ranks.parquet", columns=ARCHIVED_RANKS).to_parquet(dst / "ranks.parquet", index=False)
 
 
 def table(runs: dict[str, Path]) -> str:
@@ -114,8 +101,8 @@ def main() -> int:
         elif found is None and not args.table_only and train(spec, args.workspace, args.users) != 0:
             failed.append(label)
         found = run_dir(label, args.workspace, args.archive, args.overlap_archive)
-        if found is not None and spec is not None:
-            archive_run(found, args.archive)
+        if found is not None and spec is not None and found.parent != args.archive / "runs":
+            archive_run(found, args.archive / "runs" / found.name)
     runs = {label: d for label in ARMS if (d := run_dir(label, args.workspace, args.archive, args.overlap_archive))}
     text = (f"Batch order, Food x Kitchen, {args.users:,}-user sample (the overlap experiment's, share 1), seed {SEED}; "
             "p: paired t-test of per-user test ndcg@10 against the model's bucketed run.\n\n" + table(runs))

@@ -107,14 +107,19 @@ def archive(out: Path, dest: Path) -> None:
             shutil.copy2(out / name, dest / name)
     for run in sorted((out / "runs").glob("*")):
         if (run / "results.json").is_file():
-            (dest / "runs" / run.name).mkdir(parents=True, exist_ok=True)
-            for name in ("results.json", "metrics.jsonl", "config.yaml", "overlap.json"):
-                if (run / name).is_file():
-                    shutil.copy2(run / name, dest / "runs" / run.name / name)
-            # The per-user test ranks the t-tests read (the columns they need, compressed).
-            if (run / "ranks.parquet").is_file():
-                ranks = pd.read_parquet(run / "ranks.parquet", columns=ARCHIVED_RANKS)
-                ranks.to_parquet(dest / "runs" / run.name / "ranks.parquet", index=False, compression="zstd")
+            archive_run(run, dest / "runs" / run.name)
+
+
+def archive_run(run: Path, dest: Path) -> None:
+    """One finished run of an overlap experiment into its archive folder `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "metrics.jsonl", "config.yaml", "overlap.json"):
+        if (run / name).is_file():
+            shutil.copy2(run / name, dest / name)
+    # The per-user test ranks the t-tests read (the columns they need, compressed).
+    if (run / "ranks.parquet").is_file():
+        ranks = pd.read_parquet(run / "ranks.parquet", columns=ARCHIVED_RANKS)
+        ranks.to_parquet(dest / "ranks.parquet", index=False, compression="zstd")
 
 
 if __name__ == "__main__":
